@@ -1,0 +1,83 @@
+// The runtime: CPU discovery, worker pools and the default workqueues.
+#pragma once
+
+#include <cowq/stats.hpp>
+#include <cowq/workqueue.hpp>
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace cowq {
+
+namespace detail {
+struct runtime_impl;
+}
+
+struct runtime_options {
+  // CPUs the pools use; empty means every CPU the process may run on
+  // (sched_getaffinity, so taskset and cpusets are respected). CPUs outside
+  // the allowed set are rejected with std::invalid_argument.
+  std::vector<int> cpus{};
+  // Idle workers beyond the reserve are destroyed after this long idle
+  // (the kernel's IDLE_WORKER_TIMEOUT).
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(300);
+  // Hard cap on workers in one pool; at the cap items wait.
+  int max_workers_per_pool = 256;
+  // Nice value of the high-priority pools' workers (the kernel's
+  // HIGHPRI_NICE_LEVEL). Without permission they run at nice 0, logged once.
+  int highpri_nice = -20;
+  // Prefix of worker thread names ("cowq" gives "cowq/1:0H").
+  std::string name = "cowq";
+};
+
+// Parses a CPU list like "0-3,6" (the kernel's cpulist format).
+std::vector<int> parse_cpu_list(const std::string& text);
+
+// The runtime owns the pools, their workers and every workqueue.
+//
+// Construction discovers CPUs and NUMA nodes, creates one normal and one
+// high-priority pool per CPU and per node an unbound pool of each priority,
+// starts one worker per pool, and creates the default workqueues.
+// Destruction shuts down: every queued item runs, every thread is joined.
+//
+// Thread safety: every member function may be called from any thread except
+// shutdown() and the destructor, which must not be called from a worker.
+class runtime {
+ public:
+  explicit runtime(runtime_options opts = {});
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  // alloc_workqueue: max_active 0 means wq_dfl_active; ordered forces 1.
+  workqueue& alloc_workqueue(std::string name, wq_flags flags = wq_flags::none,
+                             int max_active = 0);
+  // Drains the workqueue and frees it; queueing to it afterwards throws.
+  void destroy_workqueue(workqueue& wq);
+
+  workqueue& system_wq() noexcept;
+  workqueue& system_highpri_wq() noexcept;
+  workqueue& system_unbound_wq() noexcept;
+  workqueue& system_long_wq() noexcept;
+
+  // Runs every queued item and delayed work to completion, joins every
+  // thread. Idempotent. Afterwards queueing throws std::logic_error.
+  void shutdown();
+
+  runtime_stats stats() const;
+  std::span<const int> cpus() const noexcept;
+  int numa_nodes() const noexcept;
+
+  // The most recently constructed runtime that is still alive, or null.
+  static runtime* current() noexcept;
+
+  detail::runtime_impl& impl() const noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<detail::runtime_impl> impl_;
+};
+
+}  // namespace cowq

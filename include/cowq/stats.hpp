@@ -1,0 +1,52 @@
+// A point-in-time snapshot of the runtime's pools and workqueues.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cowq {
+
+struct pool_stats {
+  int id = 0;
+  std::string name;     // "1" for CPU 1, "1H" for its high-priority pool, "u0" unbound node 0
+  int cpu = -1;         // -1 for an unbound pool
+  int node = 0;
+  bool highpri = false;
+  int workers = 0;
+  int idle = 0;
+  int running = 0;      // nr_running: workers running an item and counted
+  std::uint64_t items_executed = 0;
+  std::uint64_t workers_created = 0;
+  std::uint64_t workers_destroyed = 0;
+  int pending = 0;      // items on the worklist
+};
+
+struct workqueue_stats {
+  std::string name;
+  std::uint32_t flags = 0;
+  int max_active = 0;
+  std::uint64_t queued = 0;     // total ever queued
+  int active = 0;               // now: queued or running, within max_active
+  int inactive = 0;             // now: waiting for max_active
+  std::uint64_t completed = 0;  // total runs finished
+  std::uint64_t escaped_exceptions = 0;
+};
+
+struct runtime_stats {
+  std::vector<pool_stats> pools;
+  std::vector<workqueue_stats> workqueues;
+  // Detached coroutines spawned and not yet finished.
+  std::int64_t live_coroutines = 0;
+
+  const workqueue_stats* find_workqueue(const std::string& name) const {
+    for (auto& w : workqueues)
+      if (w.name == name) return &w;
+    return nullptr;
+  }
+};
+
+// Renders the snapshot as a table, for demos and logs.
+std::string to_string(const runtime_stats& s);
+
+}  // namespace cowq

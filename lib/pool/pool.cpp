@@ -1,0 +1,502 @@
+/*
+ * Worker pools and concurrency management, after the kernel's CMWQ
+ * (kernel/workqueue.c). See docs/concepts.md for the user-level picture.
+ *
+ * A pool is a worklist plus the worker threads that serve it, all pinned to
+ * the pool's cpumask. Every CPU the runtime uses has a normal and a
+ * high-priority pool; every NUMA node has an unbound pool of each priority.
+ * A workqueue reaches a pool through a pwq, which counts the workqueue's
+ * active items on that pool and parks those beyond max_active on its
+ * inactive list, to be activated in order as active ones finish.
+ *
+ * Each worker is idle (parked, on idle_) or busy. A busy worker is counted
+ * in nr_running unless it has left for a blocking region or a
+ * cpu-intensive item. The rules, with concurrency = 1 for a CPU's pool and
+ * the number of CPUs for an unbound pool:
+ *
+ *  need_more_worker   worklist non-empty && nr_running < concurrency:
+ *                     queueing wakes one idle worker (the most recently
+ *                     idle, whose cache is warmest).
+ *  keep_working       worklist non-empty && nr_running <= concurrency:
+ *                     a busy worker takes the next item; otherwise it goes
+ *                     idle, so a CPU is never over-subscribed for long.
+ *  may_start_working  nr_idle > 0: a worker about to start work that finds
+ *                     no idle spare first creates one (the manager role),
+ *                     so the moment a running item blocks there is a worker
+ *                     ready to take over without paying thread creation.
+ *  worker_sleeping    a busy worker leaving nr_running wakes an idle one if
+ *                     that leaves work pending with nothing running;
+ *  worker_running     rejoining makes it count again; if that
+ *                     over-subscribes the pool the worker goes idle after
+ *                     its current item (keep_working fails).
+ *  too_many_workers   more than kIdleReserve idle and idle-beyond-reserve
+ *                     at least a quarter of the busy ones: the idle timer
+ *                     destroys the longest-idle workers once they have been
+ *                     idle for runtime_options::idle_timeout.
+ *
+ * Waking moves the chosen worker out of idle and counts it as running, under
+ * the pool lock, before its thread actually runs. Queuers that follow see
+ * nr_running == 1 and do not wake a second one, which keeps a burst of
+ * queueing from outside down to one futex wake.
+ *
+ * Invariants, all under pool::lock_:
+ *  - nr_running == number of workers with counted_;
+ *    nr_idle == idle_.size() == workers with idle_; an idle worker is never
+ *    counted.
+ *  - an item is on at most one list: the worklist, a pwq's inactive list or
+ *    one worker's scheduled list (a callable work queued while it runs).
+ *  - pwq::nr_active == items of that pwq on the worklist, on scheduled lists
+ *    or being run; it never exceeds max_active.
+ *  - a callable work runs on at most one worker of the pool at a time.
+ *
+ * The hot path (insert, pop, run, complete) takes the pool lock once on each
+ * side, allocates nothing, and adds one relaxed store (worker::seq_) per
+ * item for the benefit of observers.
+ */
+#include "pool.hpp"
+
+#include "../log/log.hpp"
+#include "../runtime/runtime_impl.hpp"
+#include "../util/futex.hpp"
+#include "../wq/wq_impl.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace cowq::detail {
+
+namespace {
+
+// Idle workers kept regardless of load (the kernel keeps 2).
+constexpr int kIdleReserve = 2;
+// Idle beyond the reserve may be a quarter of the busy count before culling
+// starts (MAX_IDLE_WORKERS_RATIO).
+constexpr int kMaxIdleWorkersRatio = 4;
+// Reaped workers' structs are kept until shutdown, so that a waker that was
+// preempted between choosing a worker and signalling it never touches freed
+// memory; past this many the oldest are freed.
+constexpr std::size_t kMaxZombies = 256;
+
+thread_local worker* tls_worker = nullptr;
+thread_local pwq* tls_pwq = nullptr;
+
+void worker_park(worker* w) noexcept {
+  // Acquire pairs with the release store in signal_worker().
+  while (w->wake_.load(std::memory_order_acquire) == 0)
+    futex_wait(&w->wake_, 0);
+}
+
+void idle_timer_fired(timer_node* t) {
+  static_cast<pool_timer*>(t)->pool_->idle_cull();
+}
+
+}  // namespace
+
+worker* current_worker() noexcept { return tls_worker; }
+pwq* current_pwq() noexcept { return tls_pwq; }
+void set_current_pwq(pwq* q) noexcept { tls_pwq = q; }
+
+void signal_worker(worker* w) noexcept {
+  if (w == tls_worker) return;
+  // Release pairs with the acquire load in worker_park().
+  w->wake_.store(1, std::memory_order_release);
+  futex_wake(&w->wake_, 1);
+}
+
+bool pool::too_many_workers() const noexcept {
+  const int nr_idle = nr_idle_ + (manager_active_ ? 1 : 0);
+  const int nr_busy = nr_workers_ - nr_idle;
+  return nr_idle > kIdleReserve &&
+         (nr_idle - kIdleReserve) * kMaxIdleWorkersRatio >= nr_busy;
+}
+
+worker* pool::wake_one_idle() noexcept {
+  if (idle_.empty()) return nullptr;
+  worker* w = idle_.back();
+  idle_.pop_back();
+  --nr_idle_;
+  w->idle_ = false;
+  w->counted_ = true;
+  ++nr_running_;
+  return w;
+}
+
+void pool::start() {
+  const auto cap = static_cast<std::size_t>(rt_->opts_.max_workers_per_pool);
+  workers_.reserve(cap);
+  idle_.reserve(cap);
+  idle_timer_.pool_ = this;
+  idle_timer_.fire_ = &idle_timer_fired;
+  if (!create_worker())
+    throw std::runtime_error("cowq: cannot start the first worker of pool " +
+                             name_);
+}
+
+bool pool::create_worker() {
+  auto w = std::make_unique<worker>();
+  {
+    std::lock_guard g(lock_);
+    if (stopping_ || nr_workers_ >= rt_->opts_.max_workers_per_pool) return false;
+    w->pool_ = this;
+    w->id_ = next_worker_id_++;
+    w->name_ = rt_->opts_.name + "/" + (cpu_ >= 0 ? std::to_string(cpu_) : name_) +
+               ":" + std::to_string(w->id_) + (highpri_ ? "H" : "");
+    ++nr_workers_;
+    ++nr_creating_;
+    workers_.push_back(w.get());
+  }
+  std::thread t;
+  try {
+    if (rt_->fail_thread_creation_.load(std::memory_order_relaxed))
+      throw std::system_error(EAGAIN, std::generic_category(), "injected");
+    t = std::thread(&pool::worker_main, this, w.get());
+  } catch (const std::system_error& e) {
+    std::lock_guard g(lock_);
+    --nr_workers_;
+    --nr_creating_;
+    workers_.erase(std::find(workers_.begin(), workers_.end(), w.get()));
+    ++creation_failures_;
+    log().error("pool {}: cannot create a worker: {}", name_, e.what());
+    return false;
+  }
+  std::lock_guard g(lock_);
+  w->thread_ = std::move(t);
+  --nr_creating_;
+  ++workers_created_;
+  log().debug("pool {}: created worker {}", name_, w->name_);
+  w.release();
+  return true;
+}
+
+void pool::apply_thread_attributes(worker* w) {
+  w->tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
+  ::pthread_setname_np(::pthread_self(), w->name_.substr(0, 15).c_str());
+  if (::sched_setaffinity(0, sizeof(cpumask_), &cpumask_) != 0)
+    log().warn("pool {}: cannot pin {}: {}", name_, w->name_, std::strerror(errno));
+  if (highpri_ &&
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(w->tid_), rt_->opts_.highpri_nice) != 0 &&
+      !rt_->nice_warned_.exchange(true))
+    log().warn(
+        "high-priority pools run at nice 0: setting nice {} failed ({}); "
+        "grant CAP_SYS_NICE or raise RLIMIT_NICE to get it",
+        rt_->opts_.highpri_nice, std::strerror(errno));
+}
+
+void pool::worker_main(worker* w) {
+  tls_worker = w;
+  apply_thread_attributes(w);
+
+  std::unique_lock lk(lock_);
+  w->idle_ = true;
+  idle_.push_back(w);
+  ++nr_idle_;
+  w->last_active_ = clock::now();
+  // Work may have been queued while this thread was starting.
+  if (need_more_worker()) signal_worker(wake_one_idle());
+
+  for (;;) {
+    while (w->idle_ && !w->exit_) {
+      w->wake_.store(0, std::memory_order_relaxed);
+      lk.unlock();
+      worker_park(w);
+      lk.lock();
+    }
+    if (w->exit_) break;
+
+    // Busy and counted: whoever woke us did the accounting.
+    if (nr_idle_ == 0 && !worklist_.empty()) manage_workers(lk);
+
+    for (;;) {
+      work_node* n;
+      if (!w->scheduled_.empty()) {
+        n = w->scheduled_.pop_front();
+      } else if (keep_working()) {
+        n = worklist_.pop_front();
+        --nr_pending_;
+        if ((n->flags_ & node_callable) != 0) {
+          worker* owner = work_access::running_on(*static_cast<work_item_node*>(n)->self_);
+          if (owner != nullptr) {
+            // Non-reentrancy: run after the current run, on its worker.
+            set_where(n, node_where::scheduled);
+            owner->scheduled_.push_back(n);
+            continue;
+          }
+        }
+      } else {
+        break;
+      }
+      process_one(w, n, lk);
+    }
+
+    // Go idle.
+    w->counted_ = false;
+    --nr_running_;
+    w->idle_ = true;
+    idle_.push_back(w);
+    ++nr_idle_;
+    w->last_active_ = clock::now();
+    if (too_many_workers() && !idle_timer_armed_) {
+      idle_timer_armed_ = true;
+      rt_->timers_->arm(&idle_timer_, w->last_active_ + rt_->opts_.idle_timeout);
+    }
+  }
+
+  // Leaving: asked by the idle timer or by shutdown.
+  if (w->idle_) {
+    idle_.erase(std::find(idle_.begin(), idle_.end(), w));
+    --nr_idle_;
+    w->idle_ = false;
+  }
+  workers_.erase(std::find(workers_.begin(), workers_.end(), w));
+  --nr_workers_;
+  if (!stopping_) ++workers_destroyed_;
+  zombies_.push_back(w);
+  lk.unlock();
+  log().debug("pool {}: worker {} exits", name_, w->name_);
+  tls_worker = nullptr;
+  // Release pairs with the acquire load in reap_zombies().
+  w->exited_.store(true, std::memory_order_release);
+}
+
+void pool::manage_workers(std::unique_lock<spinlock>& lk) {
+  if (manager_active_ || nr_workers_ >= rt_->opts_.max_workers_per_pool) return;
+  manager_active_ = true;
+  lk.unlock();
+  create_worker();
+  lk.lock();
+  manager_active_ = false;
+}
+
+void pool::activate_inactive(pwq* q) noexcept {
+  while (q->nr_active_ < q->max_active_ && !q->inactive_.empty()) {
+    work_node* n = q->inactive_.pop_front();
+    --q->nr_inactive_;
+    ++q->nr_active_;
+    set_where(n, node_where::worklist);
+    worklist_.push_back(n);
+    ++nr_pending_;
+  }
+}
+
+wq_impl* pool::retire_item(pwq* q, std::uint32_t flags, bool was_active) noexcept {
+  const int c = (flags & node_color) != 0 ? 1 : 0;
+  --q->nr_in_flight_[c];
+  if (was_active) {
+    --q->nr_active_;
+    activate_inactive(q);
+  }
+  if (q->flush_color_ == c && q->nr_in_flight_[c] == 0) {
+    q->flush_color_ = -1;
+    return q->wq_;
+  }
+  return nullptr;
+}
+
+void finish_flush_of(wq_impl* wq) noexcept {
+  if (wq == nullptr) return;
+  // Release pairs with the acquire load in wq_impl::flush().
+  if (wq->pwqs_to_flush_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    futex_wake(&wq->pwqs_to_flush_);
+}
+
+bool pool::insert(pwq* q, work_node* n) {
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(lock_);
+    if (stopping_) return false;
+    const int c = q->work_color_;
+    n->flags_ = (n->flags_ & ~node_color) | (c != 0 ? node_color : 0u);
+    n->pwq_ = q;
+    ++q->nr_in_flight_[c];
+    ++q->queued_;
+    if (q->nr_active_ < q->max_active_) {
+      ++q->nr_active_;
+      set_where(n, node_where::worklist);
+      worklist_.push_back(n);
+      ++nr_pending_;
+      if (need_more_worker()) wake = wake_one_idle();
+    } else {
+      set_where(n, node_where::inactive);
+      q->inactive_.push_back(n);
+      ++q->nr_inactive_;
+    }
+  }
+  if (wake != nullptr) signal_worker(wake);
+  return true;
+}
+
+bool pool::unlink_pending(work_node* n, worker* scheduled_on, wq_impl** flushed) {
+  pwq* q = n->pwq_;
+  bool was_active = true;
+  switch (where(n)) {
+    case node_where::worklist:
+      worklist_.remove(n);
+      --nr_pending_;
+      break;
+    case node_where::inactive:
+      q->inactive_.remove(n);
+      --q->nr_inactive_;
+      was_active = false;
+      break;
+    case node_where::scheduled:
+      scheduled_on->scheduled_.remove(n);
+      break;
+    case node_where::none:
+      return false;
+  }
+  set_where(n, node_where::none);
+  *flushed = retire_item(q, n->flags_, was_active);
+  return true;
+}
+
+void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) {
+  pwq* q = n->pwq_;
+  const std::uint32_t flags = n->flags_;
+  set_where(n, node_where::none);
+  work* wk = nullptr;
+  if ((flags & node_callable) != 0) {
+    wk = static_cast<work_item_node*>(n)->self_;
+    work_access::start_run(*wk, w);
+  }
+  w->current_ = n;
+  w->current_pwq_ = q;
+  const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
+  worker* wake = nullptr;
+  if (cpu_intensive) {
+    w->counted_ = false;
+    --nr_running_;
+    if (need_more_worker()) wake = wake_one_idle();
+  }
+  lk.unlock();
+  if (wake != nullptr) signal_worker(wake);
+
+  tls_pwq = q;
+  w->seq_.store(w->seq_.load(std::memory_order_relaxed) + 1,
+                std::memory_order_relaxed);
+  n->run_(n);  // may free n
+  tls_pwq = nullptr;
+
+  lk.lock();
+  if (cpu_intensive) {
+    w->counted_ = true;
+    ++nr_running_;
+  }
+  w->current_ = nullptr;
+  w->current_pwq_ = nullptr;
+  ++items_executed_;
+  ++q->completed_;
+  bool wake_waiters = false;
+  if (wk != nullptr) wake_waiters = work_access::finish_run(*wk);
+  wq_impl* flushed = retire_item(q, flags, true);
+  if (wake_waiters || flushed != nullptr) {
+    lk.unlock();
+    if (wake_waiters) work_access::wake_waiters(*wk);
+    finish_flush_of(flushed);
+    lk.lock();
+  }
+}
+
+void pool::worker_sleeping(worker* w) {
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(lock_);
+    if (!w->counted_) return;
+    w->counted_ = false;
+    --nr_running_;
+    if (need_more_worker()) wake = wake_one_idle();
+  }
+  if (wake != nullptr) signal_worker(wake);
+}
+
+void pool::worker_running(worker* w) {
+  std::lock_guard g(lock_);
+  if (w->counted_ || w->idle_) return;
+  w->counted_ = true;
+  ++nr_running_;
+}
+
+void pool::idle_cull() {
+  std::vector<worker*> to_signal;
+  std::vector<worker*> to_join;
+  {
+    std::lock_guard g(lock_);
+    idle_timer_armed_ = false;
+    const auto now = clock::now();
+    while (!stopping_ && too_many_workers()) {
+      worker* oldest = idle_.front();
+      const auto expires = oldest->last_active_ + rt_->opts_.idle_timeout;
+      if (now < expires) {
+        idle_timer_armed_ = true;
+        rt_->timers_->arm(&idle_timer_, expires);
+        break;
+      }
+      idle_.erase(idle_.begin());
+      --nr_idle_;
+      oldest->idle_ = false;
+      oldest->exit_ = true;
+      to_signal.push_back(oldest);
+    }
+    // Join the ones that already left; free the oldest beyond the limit.
+    for (auto it = zombies_.begin(); it != zombies_.end();) {
+      worker* z = *it;
+      // Acquire pairs with the release store at the end of worker_main().
+      if (z->thread_.joinable() && z->exited_.load(std::memory_order_acquire)) {
+        to_join.push_back(z);
+      }
+      ++it;
+    }
+  }
+  for (auto* w : to_signal) signal_worker(w);
+  for (auto* z : to_join) z->thread_.join();
+  std::lock_guard g(lock_);
+  while (zombies_.size() > kMaxZombies && !zombies_.front()->thread_.joinable()) {
+    delete zombies_.front();
+    zombies_.erase(zombies_.begin());
+  }
+}
+
+void pool::stop_and_join() {
+  std::vector<worker*> to_signal;
+  {
+    std::lock_guard g(lock_);
+    stopping_ = true;
+    for (auto* w : workers_) {
+      w->exit_ = true;
+      to_signal.push_back(w);
+    }
+  }
+  for (auto* w : to_signal) {
+    w->wake_.store(1, std::memory_order_release);
+    futex_wake(&w->wake_, 1);
+  }
+  // A worker being created has no thread_ to join yet.
+  for (;;) {
+    {
+      std::lock_guard g(lock_);
+      if (nr_creating_ == 0) break;
+    }
+    ::sched_yield();
+  }
+  std::vector<worker*> all;
+  {
+    std::lock_guard g(lock_);
+    all = workers_;
+    all.insert(all.end(), zombies_.begin(), zombies_.end());
+  }
+  for (auto* w : all)
+    if (w->thread_.joinable()) w->thread_.join();
+  std::lock_guard g(lock_);
+  for (auto* w : zombies_) delete w;
+  zombies_.clear();
+  // Threads that exited unlinked themselves; nothing else can be left.
+  for (auto* w : workers_) delete w;
+  workers_.clear();
+}
+
+}  // namespace cowq::detail

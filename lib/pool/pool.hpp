@@ -1,0 +1,176 @@
+// Worker pools, workers and pool workqueues: the CMWQ core.
+//
+// The algorithm and its invariants are described at the top of pool.cpp and
+// in docs/concepts.md.
+//
+// Field legend, as in kernel/workqueue.c:
+//   I: set at creation, read-only afterwards
+//   L: pool::lock_
+//   W: only the worker's own thread
+//   A: atomic; the comment names the ordering
+#pragma once
+
+#include "../util/node_list.hpp"
+#include "../util/spinlock.hpp"
+
+#include <cowq/work.hpp>
+#include <cowq/workqueue.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <sched.h>
+#include <string>
+#include <sys/types.h>
+#include <thread>
+#include <vector>
+
+namespace cowq::detail {
+
+struct runtime_impl;
+struct wq_impl;
+struct pool;
+
+struct pool_timer : timer_node {
+  pool* pool_ = nullptr;
+};
+
+using clock = std::chrono::steady_clock;
+
+struct worker {
+  pool* pool_ = nullptr;  // I
+  int id_ = 0;            // I
+  std::string name_;      // I
+  std::thread thread_;    // written by the creator, joined by shutdown/reaper
+  pid_t tid_ = 0;         // A (relaxed): set once by the worker at start
+
+  bool idle_ = false;     // L: on pool::idle_
+  bool counted_ = false;  // L: counted in pool::nr_running_
+  bool exit_ = false;     // L: asked to exit
+  clock::time_point last_active_{};  // L: when it last went idle
+  work_node* current_ = nullptr;     // L: the item being run
+  pwq* current_pwq_ = nullptr;       // L
+  node_list scheduled_;              // L: callable items queued behind current_
+
+  // Parking word: 0 parked, 1 woken. The waker's release store (after it
+  // moved this worker out of idle under L) pairs with the acquire load in
+  // worker_park().
+  std::atomic<std::uint32_t> wake_{0};
+  // Set when the thread has left its loop for good; release pairs with the
+  // reaper's acquire load before join.
+  std::atomic<bool> exited_{false};
+  // Bumped once per item (relaxed store by the worker, read by observers)
+  // so a stuck worker can be told from a busy one.
+  std::atomic<std::uint64_t> seq_{0};
+};
+
+// Links one workqueue to one pool (the kernel's pool_workqueue).
+struct pwq {
+  wq_impl* wq_ = nullptr;  // I
+  pool* pool_ = nullptr;   // I
+  int max_active_ = 1;     // I
+  int nr_active_ = 0;      // L: on the worklist or running
+  node_list inactive_;     // L: beyond max_active, in queueing order
+  int nr_inactive_ = 0;    // L
+  int nr_in_flight_[2] = {0, 0};  // L: queued and not finished, per flush colour
+  int work_color_ = 0;            // L: colour new items get
+  int flush_color_ = -1;          // L: colour being flushed, -1 none
+  std::uint64_t queued_ = 0;      // L
+  std::uint64_t completed_ = 0;   // L
+};
+
+struct pool {
+  // --- I ---
+  runtime_impl* rt_ = nullptr;
+  int id_ = 0;
+  int cpu_ = -1;       // -1 for unbound
+  int cpu_index_ = -1; // index in runtime cpus, -1 for unbound
+  int node_ = 0;
+  bool highpri_ = false;
+  cpu_set_t cpumask_{};
+  // Runnable workers wanted at once: 1 on a CPU's pool, the number of CPUs
+  // for an unbound pool.
+  int concurrency_ = 1;
+  std::string name_;  // "1", "1H", "u0", "u0H"
+
+  mutable spinlock lock_;
+
+  // --- L ---
+  node_list worklist_;
+  int nr_pending_ = 0;
+  int nr_running_ = 0;
+  int nr_workers_ = 0;
+  int nr_idle_ = 0;
+  std::vector<worker*> workers_;  // every live worker
+  std::vector<worker*> idle_;     // LIFO: back is the most recently idle
+  std::vector<worker*> zombies_;  // left their loop; to be joined
+  bool manager_active_ = false;
+  int nr_creating_ = 0;           // workers whose thread_ is not stored yet
+  bool stopping_ = false;
+  bool idle_timer_armed_ = false;
+  std::uint64_t creation_failures_ = 0;
+  int next_worker_id_ = 0;
+  std::uint64_t items_executed_ = 0;
+  std::uint64_t workers_created_ = 0;
+  std::uint64_t workers_destroyed_ = 0;
+  // Detached coroutines spawned here minus those finished here; A (relaxed),
+  // only the sum over pools means anything.
+  std::atomic<std::int64_t> live_coroutines_{0};
+
+  pool_timer idle_timer_;  // L: armed when there are too many idle workers
+
+  // --- operations (definitions in pool.cpp) ---
+  void start();
+  // Queues n for q (q->pool_ == this). Returns false if the pool is stopped.
+  bool insert(pwq* q, work_node* n);
+  // Internal hooks where a worker leaves and rejoins nr_running (the
+  // kernel's wq_worker_sleeping / wq_worker_running). Called by the worker
+  // itself for annotated blocking and cpu-intensive items.
+  void worker_sleeping(worker* w);
+  void worker_running(worker* w);
+  void stop_and_join();
+  void idle_cull();
+  // L held: removes a queued node (a cancel). *flushed gets a workqueue
+  // whose flush this completed, to be signalled after unlocking.
+  bool unlink_pending(work_node* n, worker* scheduled_on, wq_impl** flushed);
+
+  // L held
+  bool need_more_worker() const noexcept {
+    return !worklist_.empty() && nr_running_ < concurrency_;
+  }
+  bool keep_working() const noexcept {
+    return !worklist_.empty() && nr_running_ <= concurrency_;
+  }
+  bool too_many_workers() const noexcept;
+  worker* wake_one_idle() noexcept;  // L held; returns the worker to signal
+  void activate_inactive(pwq* q) noexcept;
+  // L held: an item of q leaves flight; returns its workqueue if that
+  // completed a flush (signal with finish_flush_of after unlocking).
+  wq_impl* retire_item(pwq* q, std::uint32_t flags, bool was_active) noexcept;
+
+  bool create_worker();
+  void apply_thread_attributes(worker* w);
+  void worker_main(worker* w);
+  void manage_workers(std::unique_lock<spinlock>& lk);
+  void process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk);
+};
+
+// Signal a worker chosen by wake_one_idle(), after dropping the pool lock.
+void signal_worker(worker* w) noexcept;
+void finish_flush_of(wq_impl* wq) noexcept;
+
+// What the pools need of cowq::work's private state (defined in work.cpp).
+struct work_access {
+  static void start_run(work& w, worker* on) noexcept;  // L held
+  static bool finish_run(work& w) noexcept;             // L held; true: wake waiters
+  static void wake_waiters(work& w) noexcept;           // L dropped
+  static worker* running_on(const work& w) noexcept;    // L held
+};
+
+// The thread's worker and the pool workqueue of the item it runs.
+worker* current_worker() noexcept;
+pwq* current_pwq() noexcept;
+void set_current_pwq(pwq* q) noexcept;
+
+}  // namespace cowq::detail
