@@ -10,14 +10,16 @@
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
+#include <variant>
 
 namespace cowq {
 namespace detail {
 
 template <typename T>
 struct sync_state {
-  using stored = std::conditional_t<std::is_reference_v<T>,
-                                    std::remove_reference_t<T>*, T>;
+  using stored = std::conditional_t<
+      std::is_void_v<T>, std::monostate,
+      std::conditional_t<std::is_reference_v<T>, std::remove_reference_t<T>*, T>>;
   std::optional<stored> value;
   std::exception_ptr error;
   // 0 until the task finished. The release store in run_sync pairs with

@@ -207,6 +207,7 @@ struct any_awaiter {
     for (auto& r : runners) r.h.resume();
     return (s->phase_.fetch_or(1, std::memory_order_acq_rel) & 2) == 0;
   }
+  void await_resume() const noexcept {}
 };
 
 }  // namespace detail

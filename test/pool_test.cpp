@@ -1,0 +1,286 @@
+// Concurrency management of the pools: nr_running, waking, the manager
+// role, the nr_running hooks, idle reaping, names and pinning.
+#include <cowq/cowq.hpp>
+
+#include "pool/pool.hpp"
+#include "runtime/runtime_impl.hpp"
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <dirent.h>
+#include <fstream>
+#include <mutex>
+#include <sched.h>
+#include <set>
+#include <sys/resource.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using cowq::test::wait_until;
+
+namespace {
+
+cowq::detail::pool& bound_pool(cowq::runtime& rt, int cpu_index, bool high = false) {
+  return *rt.impl().bound_[static_cast<std::size_t>(cpu_index)][high ? 1 : 0];
+}
+
+int nr_running(cowq::detail::pool& p) {
+  std::lock_guard g(p.lock_);
+  return p.nr_running_;
+}
+
+// Checks the pool's counters against its worker list.
+void expect_consistent(cowq::detail::pool& p) {
+  std::lock_guard g(p.lock_);
+  int counted = 0, idle = 0;
+  for (auto* w : p.workers_) {
+    counted += w->counted_ ? 1 : 0;
+    idle += w->idle_ ? 1 : 0;
+    EXPECT_FALSE(w->idle_ && w->counted_) << w->name_;
+  }
+  EXPECT_EQ(counted, p.nr_running_);
+  EXPECT_EQ(idle, p.nr_idle_);
+  EXPECT_EQ(static_cast<int>(p.idle_.size()), p.nr_idle_);
+  EXPECT_EQ(static_cast<int>(p.workers_.size()), p.nr_workers_);
+}
+
+TEST(pool, one_runnable_worker_per_bound_pool_while_work_is_pending) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& p = bound_pool(rt, 0);
+  std::atomic<int> executing{0};
+  std::atomic<int> max_executing{0};
+  std::atomic<int> max_running{0};
+  std::atomic<int> done{0};
+  constexpr int kItems = 20000;
+  auto item = [&]() -> cowq::task<void> {
+    int now = executing.fetch_add(1) + 1;
+    int m = max_executing.load();
+    while (now > m && !max_executing.compare_exchange_weak(m, now)) {}
+    int r = nr_running(p);
+    int mr = max_running.load();
+    while (r > mr && !max_running.compare_exchange_weak(mr, r)) {}
+    executing.fetch_sub(1);
+    done.fetch_add(1);
+    co_return;
+  };
+  // From outside and from inside, so both wake paths are exercised.
+  auto spawner = [&]() -> cowq::task<void> {
+    for (int i = 0; i < kItems / 2; ++i) rt.system_wq().spawn(item());
+    co_return;
+  };
+  rt.system_wq().spawn(spawner());
+  for (int i = 0; i < kItems / 2; ++i) rt.system_wq().spawn(item());
+  ASSERT_TRUE(wait_until([&] { return done.load() == kItems; }));
+  EXPECT_EQ(max_executing.load(), 1);
+  EXPECT_EQ(max_running.load(), 1);
+  rt.system_wq().drain();
+  expect_consistent(p);
+}
+
+TEST(pool, first_work_wakes_a_worker_and_the_manager_keeps_a_spare) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& p = bound_pool(rt, 0);
+  {
+    std::lock_guard g(p.lock_);
+    EXPECT_EQ(p.nr_workers_, 1);
+  }
+  cowq::sync_wait(rt, []() -> cowq::task<void> { co_return; }());
+  // The woken worker found no idle spare and created one before working.
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    return p.nr_workers_ == 2 && p.nr_idle_ == 2;
+  }));
+  expect_consistent(p);
+}
+
+TEST(pool, leaving_nr_running_hands_pending_work_to_another_worker) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& p = bound_pool(rt, 0);
+  std::atomic<bool> other_ran{false};
+  std::atomic<bool> left{false};
+  std::atomic<int> running_inside{-1};
+  auto blocker = [&]() -> cowq::task<void> {
+    auto* self = cowq::detail::current_worker();
+    // Queue work behind us; with us counted nothing else may run it.
+    rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+      other_ran = true;
+      co_return;
+    }));
+    EXPECT_EQ(nr_running(p), 1);
+    p.worker_sleeping(self);
+    left = true;
+    // Another worker of this pool must now run the queued item while this
+    // one is still inside its item.
+    EXPECT_TRUE(wait_until([&] { return other_ran.load(); }));
+    p.worker_running(self);
+    running_inside = nr_running(p);
+    co_return;
+  };
+  cowq::sync_wait(rt, blocker());
+  EXPECT_TRUE(left.load());
+  EXPECT_TRUE(other_ran.load());
+  // Rejoined: counted again, so at least 1 (the other may still be busy).
+  EXPECT_GE(running_inside.load(), 1);
+  ASSERT_TRUE(wait_until([&] { return nr_running(p) == 0; }));
+  expect_consistent(p);
+}
+
+TEST(pool, hooks_are_idempotent_and_ignore_idle_workers) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& p = bound_pool(rt, 0);
+  auto t = [&]() -> cowq::task<void> {
+    auto* self = cowq::detail::current_worker();
+    p.worker_sleeping(self);
+    p.worker_sleeping(self);
+    EXPECT_EQ(nr_running(p), 0);
+    p.worker_running(self);
+    p.worker_running(self);
+    EXPECT_EQ(nr_running(p), 1);
+    co_return;
+  };
+  cowq::sync_wait(rt, t());
+  ASSERT_TRUE(wait_until([&] { return nr_running(p) == 0; }));
+  expect_consistent(p);
+}
+
+// Parks `n` items that each leave nr_running and wait for `release`;
+// returns once all are inside.
+void park_blockers(cowq::runtime& rt, cowq::detail::pool& p, int n,
+                   std::atomic<bool>& release, std::atomic<int>& inside) {
+  for (int i = 0; i < n; ++i)
+    rt.system_wq().spawn([](cowq::detail::pool* pl, std::atomic<bool>* rel,
+                            std::atomic<int>* in) -> cowq::task<void> {
+      auto* self = cowq::detail::current_worker();
+      pl->worker_sleeping(self);
+      in->fetch_add(1);
+      while (!rel->load()) std::this_thread::sleep_for(1ms);
+      pl->worker_running(self);
+      co_return;
+    }(&p, &release, &inside));
+  ASSERT_TRUE(wait_until([&] { return inside.load() == n; }));
+}
+
+TEST(pool, surplus_workers_are_reaped_after_the_idle_timeout) {
+  cowq::runtime rt({.cpus = {0}, .idle_timeout = 100ms});
+  auto& p = bound_pool(rt, 0);
+  std::atomic<bool> release{false};
+  std::atomic<int> inside{0};
+  park_blockers(rt, p, 6, release, inside);
+  int peak;
+  {
+    std::lock_guard g(p.lock_);
+    peak = p.nr_workers_;
+  }
+  EXPECT_GE(peak, 7);  // six blocked plus a spare
+  release = true;
+  // All go idle; beyond the reserve of two they are destroyed.
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    return p.nr_workers_ == 2 && p.nr_idle_ == 2;
+  }));
+  auto s = rt.stats();
+  EXPECT_EQ(s.pools[0].workers_destroyed, static_cast<std::uint64_t>(peak - 2));
+  EXPECT_EQ(nr_running(p), 0);
+  expect_consistent(p);
+  // The pool still works after reaping.
+  EXPECT_EQ(cowq::sync_wait(rt, []() -> cowq::task<int> { co_return 9; }()), 9);
+}
+
+TEST(pool, worker_cap_is_respected) {
+  cowq::runtime rt({.cpus = {0}, .max_workers_per_pool = 4});
+  auto& p = bound_pool(rt, 0);
+  std::atomic<bool> release{false};
+  std::atomic<int> inside{0};
+  park_blockers(rt, p, 3, release, inside);
+  std::atomic<bool> queued_ran{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    queued_ran = true;
+    co_return;
+  }));
+  // Three blocked plus one more: the fourth worker runs the item.
+  ASSERT_TRUE(wait_until([&] { return queued_ran.load(); }));
+  {
+    std::lock_guard g(p.lock_);
+    EXPECT_LE(p.nr_workers_, 4);
+  }
+  release = true;
+  rt.system_wq().drain();
+  expect_consistent(p);
+}
+
+std::set<std::string> thread_names() {
+  std::set<std::string> out;
+  DIR* d = ::opendir("/proc/self/task");
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string name;
+    std::getline(f, name);
+    out.insert(name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+TEST(pool, workers_are_named_like_kworkers_and_pinned) {
+  cowq::runtime rt;
+  const std::string cpu = std::to_string(rt.cpus()[0]);
+  // Each worker names itself as its thread starts.
+  EXPECT_TRUE(wait_until([&] {
+    auto names = thread_names();
+    return names.count("cowq/" + cpu + ":0") && names.count("cowq/" + cpu + ":0H") &&
+           names.count("cowq/u0:0") && names.count("cowq/u0:0H");
+  })) << "kworker-style names";
+
+  for (auto& cpu_pools : rt.impl().bound_) {
+    for (auto* p : cpu_pools) {
+      std::vector<pid_t> tids;
+      ASSERT_TRUE(wait_until([&] {
+        std::lock_guard g(p->lock_);
+        tids.clear();
+        for (auto* w : p->workers_) tids.push_back(w->tid_);
+        return std::all_of(tids.begin(), tids.end(), [](pid_t t) { return t != 0; });
+      }));
+      for (pid_t tid : tids) {
+        cpu_set_t set;
+        ASSERT_EQ(::sched_getaffinity(tid, sizeof set, &set), 0);
+        EXPECT_EQ(CPU_COUNT(&set), 1);
+        EXPECT_TRUE(CPU_ISSET(p->cpu_, &set));
+        errno = 0;
+        int nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+        if (p->highpri_ && ::geteuid() == 0) {
+          EXPECT_EQ(nice, -20);
+        } else if (!p->highpri_) {
+          EXPECT_EQ(nice, 0);
+        }
+      }
+    }
+  }
+}
+
+TEST(pool, unbound_pool_runs_up_to_its_cpu_count_at_once) {
+  cowq::runtime rt;
+  if (rt.cpus().size() < 2) GTEST_SKIP() << "needs two CPUs";
+  auto& wq = rt.system_unbound_wq();
+  std::atomic<int> executing{0}, peak{0};
+  std::atomic<bool> release{false};
+  const int n = static_cast<int>(rt.cpus().size());
+  for (int i = 0; i < n; ++i)
+    wq.spawn(cowq::test::run([&]() -> cowq::task<void> {
+      int now = executing.fetch_add(1) + 1;
+      int m = peak.load();
+      while (now > m && !peak.compare_exchange_weak(m, now)) {}
+      // Spin (running, not blocked) until all are in at once.
+      while (!release.load() && peak.load() < n) {}
+      executing.fetch_sub(1);
+      co_return;
+    }));
+  ASSERT_TRUE(wait_until([&] { return peak.load() == n; }));
+  release = true;
+  wq.drain();
+}
+
+}  // namespace

@@ -1,0 +1,253 @@
+// task<T>, sync_wait, when_all, when_any, yield and schedule_on.
+#include <cowq/cowq.hpp>
+
+#include "pool/pool.hpp"
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+cowq::task<int> value(int v) { co_return v; }
+cowq::task<void> nothing() { co_return; }
+cowq::task<int> thrower() {
+  throw std::runtime_error("boom");
+  co_return 0;
+}
+
+cowq::task<int> add_one(cowq::task<int> t) { co_return co_await std::move(t) + 1; }
+
+TEST(task, is_lazy_and_returns_its_value) {
+  cowq::runtime rt;
+  bool started = false;
+  auto t = [&]() -> cowq::task<int> {
+    started = true;
+    co_return 7;
+  }();
+  EXPECT_FALSE(started);
+  EXPECT_EQ(cowq::sync_wait(rt, std::move(t)), 7);
+  EXPECT_TRUE(started);
+}
+
+TEST(task, move_only_and_move_transfers_the_frame) {
+  static_assert(!std::is_copy_constructible_v<cowq::task<int>>);
+  cowq::runtime rt;
+  auto a = value(3);
+  auto b = std::move(a);
+  EXPECT_FALSE(a.valid());
+  EXPECT_TRUE(b.valid());
+  EXPECT_EQ(cowq::sync_wait(rt, add_one(std::move(b))), 4);
+}
+
+TEST(task, exception_propagates_through_co_await) {
+  cowq::runtime rt;
+  auto outer = []() -> cowq::task<std::string> {
+    try {
+      co_await thrower();
+    } catch (const std::runtime_error& e) {
+      co_return std::string("caught ") + e.what();
+    }
+    co_return "not thrown";
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, outer()), "caught boom");
+  EXPECT_THROW(cowq::sync_wait(rt, thrower()), std::runtime_error);
+}
+
+TEST(task, reference_results) {
+  cowq::runtime rt;
+  int x = 1;
+  auto ref = [&]() -> cowq::task<int&> { co_return x; };
+  int& r = cowq::sync_wait(rt, ref());
+  EXPECT_EQ(&r, &x);
+}
+
+// GCC only emits the tail call behind symmetric transfer when optimising.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__OPTIMIZE__)
+#define COWQ_NO_TAIL_CALLS 1
+#endif
+
+cowq::task<long> nested(long n) {
+  if (n == 0) co_return 0;
+  co_return co_await nested(n - 1) + 1;
+}
+
+TEST(task, million_nested_awaits_do_not_grow_the_stack) {
+#ifdef COWQ_NO_TAIL_CALLS
+  GTEST_SKIP() << "GCC without optimisation does not make symmetric transfer a tail call";
+#endif
+  cowq::runtime rt;
+  EXPECT_EQ(cowq::sync_wait(rt, nested(1'000'000)), 1'000'000);
+}
+
+TEST(task, million_sequential_synchronous_awaits) {
+#ifdef COWQ_NO_TAIL_CALLS
+  GTEST_SKIP() << "GCC without optimisation does not make symmetric transfer a tail call";
+#endif
+  cowq::runtime rt;
+  auto loop = []() -> cowq::task<long> {
+    long s = 0;
+    for (int i = 0; i < 1'000'000; ++i) s += co_await value(1);
+    co_return s;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, loop()), 1'000'000);
+}
+
+TEST(sync_wait, without_a_runtime_argument_uses_the_current_one) {
+  cowq::runtime rt;
+  EXPECT_EQ(cowq::runtime::current(), &rt);
+  EXPECT_EQ(cowq::sync_wait(value(5)), 5);
+}
+
+TEST(sync_wait, from_a_worker_is_refused) {
+  cowq::runtime rt;
+  auto inner = [&]() -> cowq::task<bool> {
+    try {
+      cowq::sync_wait(rt, nothing());
+    } catch (const std::logic_error&) {
+      co_return true;
+    }
+    co_return false;
+  };
+  EXPECT_TRUE(cowq::sync_wait(rt, inner()));
+}
+
+// The same bodies on several executor shapes.
+struct shape {
+  const char* name;
+  cowq::wq_flags flags;
+  int max_active;
+};
+
+class on_shape : public ::testing::TestWithParam<shape> {
+ protected:
+  cowq::runtime rt_;
+  cowq::workqueue& wq_ = rt_.alloc_workqueue(std::string("shape-") + GetParam().name,
+                                             GetParam().flags, GetParam().max_active);
+};
+
+TEST_P(on_shape, spawn_runs_every_coroutine_once) {
+  constexpr int kN = 5000;
+  std::vector<std::atomic<int>> runs(kN);
+  for (int i = 0; i < kN; ++i)
+    wq_.spawn([](std::atomic<int>* r) -> cowq::task<void> {
+      r->fetch_add(1);
+      co_await cowq::yield();
+      r->fetch_add(1);
+    }(&runs[static_cast<std::size_t>(i)]));
+  wq_.drain();
+  for (auto& r : runs) ASSERT_EQ(r.load(), 2);
+  auto s = rt_.stats();
+  auto* ws = s.find_workqueue(wq_.name());
+  ASSERT_NE(ws, nullptr);
+  EXPECT_EQ(ws->completed, 2u * kN);
+  EXPECT_EQ(ws->queued, 2u * kN);
+  EXPECT_EQ(ws->active, 0);
+}
+
+TEST_P(on_shape, when_all_variadic_and_range) {
+  auto t = []() -> cowq::task<int> {
+    auto [a, b, c] = co_await cowq::when_all(value(1), nothing(), value(3));
+    (void)b;
+    std::vector<cowq::task<int>> v;
+    for (int i = 0; i < 100; ++i) v.push_back(value(i));
+    auto all = co_await cowq::when_all(std::move(v));
+    int s = a + c;
+    for (int x : all) s += x;
+    co_return s;
+  };
+  EXPECT_EQ(cowq::sync_wait(wq_, t()), 4 + 4950);
+}
+
+TEST_P(on_shape, when_all_waits_for_suspended_children_and_rethrows) {
+  auto slow = [](int v) -> cowq::task<int> {
+    co_await cowq::yield();
+    co_await cowq::yield();
+    co_return v;
+  };
+  auto t = [&]() -> cowq::task<int> {
+    auto [a, b] = co_await cowq::when_all(slow(2), slow(5));
+    co_return a * b;
+  };
+  EXPECT_EQ(cowq::sync_wait(wq_, t()), 10);
+  auto bad = [&]() -> cowq::task<void> { co_await cowq::when_all(slow(1), thrower()); };
+  EXPECT_THROW(cowq::sync_wait(wq_, bad()), std::runtime_error);
+}
+
+TEST_P(on_shape, when_any_returns_the_first_to_finish) {
+  std::atomic<bool> release{false};
+  auto fast = []() -> cowq::task<int> { co_return 1; };
+  auto held = [&]() -> cowq::task<int> {
+    while (!release.load()) co_await cowq::yield();
+    co_return 2;
+  };
+  auto t = [&]() -> cowq::task<std::pair<std::size_t, int>> {
+    co_return co_await cowq::when_any(held(), fast());
+  };
+  auto [index, v] = cowq::sync_wait(wq_, t());
+  EXPECT_EQ(index, 1u);
+  EXPECT_EQ(v, 1);
+  release = true;
+  wq_.drain();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    shapes, on_shape,
+    ::testing::Values(shape{"bound", cowq::wq_flags::none, 0},
+                      shape{"highpri", cowq::wq::highpri, 0},
+                      shape{"unbound", cowq::wq::unbound, 0},
+                      shape{"ordered", cowq::wq::ordered, 0},
+                      shape{"cpu_intensive", cowq::wq::cpu_intensive, 0},
+                      shape{"max_active_1", cowq::wq_flags::none, 1}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(yield, interleaves_coroutines_on_one_cpu) {
+  cowq::runtime rt({.cpus = {0}});
+  std::string trace;  // touched only by the pool's one running worker
+  auto worker = [&](char c) -> cowq::task<void> {
+    for (int i = 0; i < 3; ++i) {
+      trace += c;
+      co_await cowq::yield();
+    }
+  };
+  auto parent = [&]() -> cowq::task<void> {
+    rt.system_wq().spawn(worker('a'));
+    rt.system_wq().spawn(worker('b'));
+    co_return;
+  };
+  cowq::sync_wait(rt, parent());
+  rt.system_wq().drain();
+  EXPECT_EQ(trace, "ababab");
+}
+
+TEST(schedule_on, hops_between_workqueues_and_pools) {
+  cowq::runtime rt;
+  auto& unbound = rt.alloc_workqueue("hop", cowq::wq::unbound);
+  auto t = [&]() -> cowq::task<std::pair<int, int>> {
+    int before = cowq::detail::current_worker()->pool_->cpu_;
+    co_await cowq::schedule_on(unbound);
+    int after = cowq::detail::current_worker()->pool_->cpu_;
+    co_return std::pair{before, after};
+  };
+  auto [before, after] = cowq::sync_wait(rt, t());
+  EXPECT_GE(before, 0);
+  EXPECT_EQ(after, -1);
+}
+
+TEST(detached, escaped_exception_is_counted_not_fatal) {
+  cowq::runtime rt;
+  auto& wq = rt.alloc_workqueue("throws");
+  for (int i = 0; i < 3; ++i) wq.spawn(thrower());
+  wq.drain();
+  auto s = rt.stats();
+  EXPECT_EQ(s.find_workqueue("throws")->escaped_exceptions, 3u);
+  EXPECT_EQ(s.live_coroutines, 0);
+}
+
+}  // namespace

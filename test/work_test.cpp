@@ -1,0 +1,258 @@
+// Callable work items: pending, non-reentrancy, delayed work, flush and
+// cancel, with the kernel's semantics.
+#include <cowq/cowq.hpp>
+
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using cowq::test::wait_until;
+
+namespace {
+
+TEST(work, queueing_a_pending_work_returns_false) {
+  cowq::runtime rt({.cpus = {0}});
+  std::atomic<bool> hold{true};
+  std::atomic<bool> holding{false};
+  // Occupy the only CPU's pool so the work stays pending.
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    holding = true;
+    while (hold.load()) std::this_thread::yield();
+    co_return;
+  }));
+  ASSERT_TRUE(wait_until([&] { return holding.load(); }));
+  std::atomic<int> runs{0};
+  cowq::work w([&] { runs.fetch_add(1); });
+  EXPECT_TRUE(cowq::queue_work(rt.system_wq(), w));
+  EXPECT_TRUE(w.pending());
+  EXPECT_FALSE(cowq::queue_work(rt.system_wq(), w));
+  EXPECT_FALSE(cowq::queue_work(rt.system_wq(), w));
+  hold = false;
+  EXPECT_TRUE(cowq::flush_work(w));
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_FALSE(w.pending());
+  EXPECT_FALSE(cowq::flush_work(w));  // nothing left to wait for
+}
+
+TEST(work, never_runs_concurrently_with_itself) {
+  cowq::runtime rt;
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  std::atomic<int> runs{0};
+  cowq::work w([&] {
+    if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+    for (int i = 0; i < 2000; ++i) asm volatile("" ::: "memory");
+    inside.fetch_sub(1);
+    runs.fetch_add(1);
+  });
+  // Two threads, each queueing onto a different CPU's pool when it can.
+  std::atomic<bool> stop{false};
+  auto hammer = [&](int cpu_index) {
+    int cpu = rt.cpus()[static_cast<std::size_t>(cpu_index) % rt.cpus().size()];
+    while (!stop.load()) {
+      cowq::queue_work_on(cpu, rt.system_wq(), w);
+      std::this_thread::yield();
+    }
+  };
+  std::thread a(hammer, 0), b(hammer, 1);
+  ASSERT_TRUE(wait_until([&] { return runs.load() >= 2000; }));
+  stop = true;
+  a.join();
+  b.join();
+  cowq::flush_work(w);
+  EXPECT_EQ(overlaps.load(), 0);
+}
+
+TEST(work, queued_while_running_runs_again_after) {
+  cowq::runtime rt;
+  std::atomic<int> runs{0};
+  std::atomic<bool> release{false};
+  std::atomic<bool> started{false};
+  cowq::work w([&] {
+    started = true;
+    if (runs.load() == 0) {
+      EXPECT_TRUE(wait_until([&] { return release.load(); }));
+    }
+    runs.fetch_add(1);
+  });
+  ASSERT_TRUE(cowq::queue_work(rt.system_wq(), w));
+  ASSERT_TRUE(wait_until([&] { return started.load(); }));
+  // Running, not pending: queueing again succeeds, the run follows this one.
+  EXPECT_FALSE(w.pending());
+  EXPECT_TRUE(cowq::queue_work(rt.system_wq(), w));
+  EXPECT_TRUE(w.pending());
+  EXPECT_EQ(runs.load(), 0);
+  release = true;
+  ASSERT_TRUE(wait_until([&] { return runs.load() == 2; }));
+  cowq::flush_work(w);
+  EXPECT_EQ(runs.load(), 2);
+}
+
+TEST(work, exceptions_are_counted_against_the_workqueue) {
+  cowq::runtime rt;
+  auto& wq = rt.alloc_workqueue("throwing-work");
+  cowq::work w([] { throw std::runtime_error("work failed"); });
+  cowq::queue_work(wq, w);
+  cowq::flush_work(w);
+  EXPECT_EQ(rt.stats().find_workqueue("throwing-work")->escaped_exceptions, 1u);
+}
+
+TEST(work, flush_work_waits_for_the_pending_run_to_finish) {
+  cowq::runtime rt;
+  std::atomic<bool> release{false};
+  std::atomic<int> runs{0};
+  cowq::work w([&] {
+    EXPECT_TRUE(wait_until([&] { return release.load(); }));
+    runs.fetch_add(1);
+  });
+  cowq::queue_work(rt.system_wq(), w);
+  std::atomic<bool> flushed{false};
+  std::thread t([&] {
+    EXPECT_TRUE(cowq::flush_work(w));
+    EXPECT_EQ(runs.load(), 1);
+    flushed = true;
+  });
+  ASSERT_TRUE(wait_until([&] { return !w.pending(); }));  // it is running
+  EXPECT_FALSE(flushed.load());
+  release = true;
+  t.join();
+  EXPECT_TRUE(flushed.load());
+}
+
+TEST(work, cancel_work_sync_removes_the_pending_run_and_waits_for_the_running_one) {
+  cowq::runtime rt({.cpus = {0}});
+  std::atomic<bool> release{false};
+  std::atomic<int> runs{0};
+  std::atomic<bool> started{false};
+  cowq::work w([&] {
+    started = true;
+    EXPECT_TRUE(wait_until([&] { return release.load(); }));
+    runs.fetch_add(1);
+  });
+  cowq::queue_work(rt.system_wq(), w);
+  ASSERT_TRUE(wait_until([&] { return started.load(); }));
+  ASSERT_TRUE(cowq::queue_work(rt.system_wq(), w));  // pending behind the run
+  std::atomic<bool> cancelled{false};
+  std::atomic<bool> was_pending{false};
+  std::thread t([&] {
+    was_pending = cowq::cancel_work_sync(w);
+    cancelled = true;
+  });
+  // While cancelling, the work cannot be queued again.
+  ASSERT_TRUE(wait_until([&] { return !cowq::queue_work(rt.system_wq(), w); }));
+  EXPECT_FALSE(cancelled.load());
+  release = true;
+  t.join();
+  EXPECT_TRUE(was_pending.load());
+  EXPECT_EQ(runs.load(), 1);  // the pending run never happened
+  EXPECT_FALSE(w.pending());
+  rt.system_wq().flush();
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_FALSE(cowq::cancel_work_sync(w));
+}
+
+TEST(work, self_flush_and_self_cancel_are_refused) {
+  cowq::runtime rt;
+  std::atomic<int> refused{0};
+  cowq::work* self = nullptr;
+  cowq::work w([&] {
+    try {
+      cowq::flush_work(*self);
+    } catch (const std::logic_error&) {
+      refused.fetch_add(1);
+    }
+    try {
+      cowq::cancel_work_sync(*self);
+    } catch (const std::logic_error&) {
+      refused.fetch_add(1);
+    }
+  });
+  self = &w;
+  cowq::queue_work(rt.system_wq(), w);
+  cowq::flush_work(w);
+  EXPECT_EQ(refused.load(), 2);
+}
+
+TEST(delayed_work, fires_after_its_delay) {
+  cowq::runtime rt;
+  std::atomic<int> runs{0};
+  cowq::delayed_work w([&] { runs.fetch_add(1); });
+  auto start = std::chrono::steady_clock::now();
+  std::atomic<std::chrono::steady_clock::rep> fired_at{0};
+  cowq::delayed_work timed([&] {
+    fired_at = (std::chrono::steady_clock::now() - start).count();
+  });
+  ASSERT_TRUE(cowq::queue_delayed_work(rt.system_wq(), timed, 20ms));
+  EXPECT_FALSE(cowq::queue_delayed_work(rt.system_wq(), timed, 20ms));
+  ASSERT_TRUE(wait_until([&] { return fired_at.load() != 0; }));
+  EXPECT_GE(std::chrono::nanoseconds(fired_at.load()), 20ms);
+  ASSERT_TRUE(cowq::queue_delayed_work(rt.system_wq(), w, 0ms));
+  ASSERT_TRUE(wait_until([&] { return runs.load() == 1; }));
+  cowq::flush_work(w);
+}
+
+TEST(delayed_work, cancel_before_it_fires) {
+  cowq::runtime rt;
+  std::atomic<int> runs{0};
+  cowq::delayed_work w([&] { runs.fetch_add(1); });
+  ASSERT_TRUE(cowq::queue_delayed_work(rt.system_wq(), w, 1h));
+  EXPECT_TRUE(w.pending());
+  EXPECT_TRUE(cowq::cancel_delayed_work(w));
+  EXPECT_FALSE(w.pending());
+  EXPECT_FALSE(cowq::cancel_delayed_work(w));
+  EXPECT_FALSE(cowq::flush_work(w));
+  // It can be queued again after the cancel.
+  ASSERT_TRUE(cowq::queue_delayed_work(rt.system_wq(), w, 1h));
+  EXPECT_TRUE(cowq::cancel_delayed_work_sync(w));
+  rt.system_wq().flush();
+  EXPECT_EQ(runs.load(), 0);
+}
+
+TEST(delayed_work, mod_delayed_work_rearms) {
+  cowq::runtime rt;
+  std::atomic<int> runs{0};
+  cowq::delayed_work w([&] { runs.fetch_add(1); });
+  ASSERT_TRUE(cowq::queue_delayed_work(rt.system_wq(), w, 1h));
+  // Brought forward from an hour to now: it fires well within the deadline.
+  EXPECT_TRUE(cowq::mod_delayed_work(rt.system_wq(), w, 1ms));
+  ASSERT_TRUE(wait_until([&] { return runs.load() == 1; }));
+  // Not pending: mod queues it anyway and says it was not pending.
+  cowq::flush_work(w);
+  EXPECT_FALSE(cowq::mod_delayed_work(rt.system_wq(), w, 0ms));
+  ASSERT_TRUE(wait_until([&] { return runs.load() == 2; }));
+  cowq::flush_work(w);
+}
+
+TEST(delayed_work, flush_delayed_work_runs_it_now) {
+  cowq::runtime rt;
+  std::atomic<int> runs{0};
+  cowq::delayed_work w([&] { runs.fetch_add(1); });
+  ASSERT_TRUE(cowq::queue_delayed_work(rt.system_wq(), w, 1h));
+  EXPECT_TRUE(cowq::flush_delayed_work(w));
+  EXPECT_EQ(runs.load(), 1);
+}
+
+TEST(delayed_work, many_timers_fire_in_deadline_order) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& wq = rt.alloc_workqueue("timers-ordered", cowq::wq::ordered);
+  constexpr int kN = 50;
+  std::vector<int> order;  // ordered workqueue serialises
+  std::vector<std::unique_ptr<cowq::delayed_work>> works;
+  for (int i = 0; i < kN; ++i) {
+    works.push_back(std::make_unique<cowq::delayed_work>([&order, i] { order.push_back(i); }));
+  }
+  // Queued in reverse so heap order, not queueing order, decides.
+  for (int i = kN - 1; i >= 0; --i)
+    cowq::queue_delayed_work(wq, *works[static_cast<std::size_t>(i)], std::chrono::milliseconds(5 + 2 * i));
+  ASSERT_TRUE(wait_until([&] { return !works.back()->pending(); }));
+  for (auto& w : works) cowq::flush_work(*w);
+  ASSERT_EQ(order.size(), static_cast<std::size_t>(kN));
+  for (int i = 0; i < kN; ++i) EXPECT_EQ(order[static_cast<std::size_t>(i)], i);
+}
+
+}  // namespace
