@@ -145,7 +145,8 @@ bool pool::create_worker() {
     if (stopping_ || nr_workers_ >= rt_->opts_.max_workers_per_pool) return false;
     w->pool_ = this;
     w->id_ = next_worker_id_++;
-    w->name_ = rt_->opts_.name + "/" + (cpu_ >= 0 ? std::to_string(cpu_) : name_) +
+    w->name_ = rt_->opts_.name + "/" +
+               (cpu_ >= 0 ? std::to_string(cpu_) : "u" + std::to_string(node_)) +
                ":" + std::to_string(w->id_) + (highpri_ ? "H" : "");
     ++nr_workers_;
     ++nr_creating_;
