@@ -46,8 +46,8 @@ TEST(workqueue, max_active_is_never_exceeded_and_is_reached) {
       done.fetch_add(1);
       co_return;
     }));
-  auto s = rt.stats().find_workqueue("limited");
-  if (s) inactive_seen = s->inactive;
+  auto stats = rt.stats();
+  if (auto* s = stats.find_workqueue("limited")) inactive_seen = s->inactive;
   ASSERT_TRUE(wait_until([&] { return done.load() == kItems; }));
   EXPECT_EQ(probe.peak.load(), 3);
   EXPECT_GT(inactive_seen.load(), 0);

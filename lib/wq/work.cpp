@@ -64,9 +64,11 @@ struct work_ops {
     try {
       pwq* q = nullptr;
       pool* last = w.pool_.load(std::memory_order_acquire);
-      if (cpu < 0 && last != nullptr) {
+      if (last != nullptr) {
         // Non-reentrancy across pools: while it runs for this workqueue on
-        // the pool it last ran on, it goes back there to run after that run.
+        // the pool it last ran on, it goes back there to run after that run,
+        // whatever CPU was asked for. This also keeps running_on_ under the
+        // lock of the one pool that pool_ names.
         std::lock_guard g(last->lock_);
         if (w.running_on_ != nullptr && w.running_on_->current_pwq_->wq_ == &wq)
           q = w.running_on_->current_pwq_;
