@@ -2,7 +2,11 @@
 #pragma once
 
 #include <chrono>
+#include <fstream>
 #include <functional>
+#include <string>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <thread>
 
 #include <cowq/task.hpp>
@@ -31,6 +35,18 @@ inline bool wait_until(const std::function<bool()>& pred,
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   return true;
+}
+
+inline pid_t this_tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// The scheduler state of one of this process's threads: 'R' running,
+// 'S' sleeping (blocked in a syscall such as a futex wait), ...
+inline char thread_state(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  std::getline(f, line);
+  auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
 }
 
 }  // namespace cowq::test

@@ -102,7 +102,7 @@ TEST(work, exceptions_are_counted_against_the_workqueue) {
   EXPECT_EQ(rt.stats().find_workqueue("throwing-work")->escaped_exceptions, 1u);
 }
 
-TEST(work, flush_work_waits_for_the_pending_run_to_finish) {
+TEST(work, flush_work_waits_for_the_running_run_to_finish) {
   cowq::runtime rt;
   std::atomic<bool> release{false};
   std::atomic<int> runs{0};
@@ -111,13 +111,19 @@ TEST(work, flush_work_waits_for_the_pending_run_to_finish) {
     runs.fetch_add(1);
   });
   cowq::queue_work(rt.system_wq(), w);
+  ASSERT_TRUE(wait_until([&] { return !w.pending(); }));  // it is running
+  std::atomic<pid_t> flusher_tid{0};
   std::atomic<bool> flushed{false};
   std::thread t([&] {
+    flusher_tid = cowq::test::this_tid();
     EXPECT_TRUE(cowq::flush_work(w));
     EXPECT_EQ(runs.load(), 1);
     flushed = true;
   });
-  ASSERT_TRUE(wait_until([&] { return !w.pending(); }));  // it is running
+  // Asleep in flush_work, waiting for the run.
+  ASSERT_TRUE(wait_until([&] {
+    return flusher_tid.load() != 0 && cowq::test::thread_state(flusher_tid.load()) == 'S';
+  }));
   EXPECT_FALSE(flushed.load());
   release = true;
   t.join();
@@ -126,6 +132,7 @@ TEST(work, flush_work_waits_for_the_pending_run_to_finish) {
 
 TEST(work, cancel_work_sync_removes_the_pending_run_and_waits_for_the_running_one) {
   cowq::runtime rt({.cpus = {0}});
+  auto& wq = rt.alloc_workqueue("cancel");
   std::atomic<bool> release{false};
   std::atomic<int> runs{0};
   std::atomic<bool> started{false};
@@ -134,25 +141,31 @@ TEST(work, cancel_work_sync_removes_the_pending_run_and_waits_for_the_running_on
     EXPECT_TRUE(wait_until([&] { return release.load(); }));
     runs.fetch_add(1);
   });
-  cowq::queue_work(rt.system_wq(), w);
+  auto active = [&] { return rt.stats().find_workqueue("cancel")->active; };
+  cowq::queue_work(wq, w);
   ASSERT_TRUE(wait_until([&] { return started.load(); }));
-  ASSERT_TRUE(cowq::queue_work(rt.system_wq(), w));  // pending behind the run
+  ASSERT_TRUE(cowq::queue_work(wq, w));  // pending behind the run
+  EXPECT_EQ(active(), 2);
   std::atomic<bool> cancelled{false};
   std::atomic<bool> was_pending{false};
   std::thread t([&] {
     was_pending = cowq::cancel_work_sync(w);
     cancelled = true;
   });
-  // While cancelling, the work cannot be queued again.
-  ASSERT_TRUE(wait_until([&] { return !cowq::queue_work(rt.system_wq(), w); }));
+  // The canceller took the pending run off the queue and holds the bit
+  // while it waits for the running one.
+  ASSERT_TRUE(wait_until([&] { return active() == 1; }));
+  EXPECT_TRUE(w.pending());
+  EXPECT_FALSE(cowq::queue_work(wq, w));
   EXPECT_FALSE(cancelled.load());
   release = true;
   t.join();
   EXPECT_TRUE(was_pending.load());
   EXPECT_EQ(runs.load(), 1);  // the pending run never happened
   EXPECT_FALSE(w.pending());
-  rt.system_wq().flush();
+  wq.flush();
   EXPECT_EQ(runs.load(), 1);
+  EXPECT_EQ(active(), 0);
   EXPECT_FALSE(cowq::cancel_work_sync(w));
 }
 

@@ -150,6 +150,7 @@ bool pool::create_worker() {
                ":" + std::to_string(w->id_) + (highpri_ ? "H" : "");
     ++nr_workers_;
     ++nr_creating_;
+    ++nr_starting_;
     workers_.push_back(w.get());
   }
   std::thread t;
@@ -161,6 +162,7 @@ bool pool::create_worker() {
     std::lock_guard g(lock_);
     --nr_workers_;
     --nr_creating_;
+    --nr_starting_;
     workers_.erase(std::find(workers_.begin(), workers_.end(), w.get()));
     ++creation_failures_;
     log().error("pool {}: cannot create a worker: {}", name_, e.what());
@@ -194,6 +196,7 @@ void pool::worker_main(worker* w) {
   apply_thread_attributes(w);
 
   std::unique_lock lk(lock_);
+  --nr_starting_;
   w->idle_ = true;
   idle_.push_back(w);
   ++nr_idle_;
@@ -210,8 +213,9 @@ void pool::worker_main(worker* w) {
     }
     if (w->exit_) break;
 
-    // Busy and counted: whoever woke us did the accounting.
-    if (nr_idle_ == 0 && !worklist_.empty()) manage_workers(lk);
+    // Busy and counted: whoever woke us did the accounting. Make sure a
+    // spare is idle before starting, so a block finds one ready.
+    if (nr_idle_ + nr_starting_ == 0 && !worklist_.empty()) manage_workers_once(lk);
 
     for (;;) {
       work_node* n;
@@ -266,12 +270,42 @@ void pool::worker_main(worker* w) {
 }
 
 void pool::manage_workers(std::unique_lock<spinlock>& lk) {
+  if (manager_active_) return;
+  manager_active_ = true;
+  // Keep creating while work waits with too few running and no idle worker
+  // to wake (the kernel's need_to_create_worker); each new worker takes
+  // work on its own if it is still wanted when it starts.
+  while (nr_idle_ + nr_starting_ == 0 && !worklist_.empty() &&
+         nr_workers_ < rt_->opts_.max_workers_per_pool) {
+    lk.unlock();
+    const bool created = create_worker();
+    lk.lock();
+    if (!created) break;
+    if (!need_more_worker()) break;
+  }
+  manager_active_ = false;
+}
+
+void pool::manage_workers_once(std::unique_lock<spinlock>& lk) {
   if (manager_active_ || nr_workers_ >= rt_->opts_.max_workers_per_pool) return;
   manager_active_ = true;
   lk.unlock();
   create_worker();
   lk.lock();
   manager_active_ = false;
+}
+
+void pool::kick(std::unique_lock<spinlock>& lk) {
+  if (!need_more_worker()) return;
+  if (worker* w = wake_one_idle()) {
+    lk.unlock();
+    signal_worker(w);
+    lk.lock();
+    return;
+  }
+  // Nobody idle to take over: whoever leaves nr_running pays for the thread,
+  // since it is about to block or burn CPU anyway.
+  manage_workers(lk);
 }
 
 void pool::activate_inactive(pwq* q) noexcept {
@@ -368,14 +402,12 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   w->current_ = n;
   w->current_pwq_ = q;
   const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
-  worker* wake = nullptr;
   if (cpu_intensive) {
     w->counted_ = false;
     --nr_running_;
-    if (need_more_worker()) wake = wake_one_idle();
+    kick(lk);
   }
   lk.unlock();
-  if (wake != nullptr) signal_worker(wake);
 
   tls_pwq = q;
   w->seq_.store(w->seq_.load(std::memory_order_relaxed) + 1,
@@ -404,15 +436,11 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
 }
 
 void pool::worker_sleeping(worker* w) {
-  worker* wake = nullptr;
-  {
-    std::lock_guard g(lock_);
-    if (!w->counted_) return;
-    w->counted_ = false;
-    --nr_running_;
-    if (need_more_worker()) wake = wake_one_idle();
-  }
-  if (wake != nullptr) signal_worker(wake);
+  std::unique_lock lk(lock_);
+  if (!w->counted_) return;
+  w->counted_ = false;
+  --nr_running_;
+  kick(lk);
 }
 
 void pool::worker_running(worker* w) {

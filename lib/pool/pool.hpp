@@ -107,6 +107,7 @@ struct pool {
   std::vector<worker*> zombies_;  // left their loop; to be joined
   bool manager_active_ = false;
   int nr_creating_ = 0;           // workers whose thread_ is not stored yet
+  int nr_starting_ = 0;           // created, thread not yet on idle_
   bool stopping_ = false;
   bool idle_timer_armed_ = false;
   std::uint64_t creation_failures_ = 0;
@@ -152,7 +153,12 @@ struct pool {
   bool create_worker();
   void apply_thread_attributes(worker* w);
   void worker_main(worker* w);
+  // L held (dropped while creating). The manager role: one spare before
+  // starting work, or as many as needed while work waits with none idle.
+  void manage_workers_once(std::unique_lock<spinlock>& lk);
   void manage_workers(std::unique_lock<spinlock>& lk);
+  // L held: after a worker left nr_running, get pending work a worker.
+  void kick(std::unique_lock<spinlock>& lk);
   void process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk);
 };
 
