@@ -60,6 +60,18 @@ TEST(task, exception_propagates_through_co_await) {
   EXPECT_THROW(cowq::sync_wait(rt, thrower()), std::runtime_error);
 }
 
+TEST(task, result_of_a_temporary_outlives_the_task) {
+  cowq::runtime rt;
+  auto make = []() -> cowq::task<std::vector<int>> { co_return std::vector<int>{1, 2, 3, 4}; };
+  auto sum = [&]() -> cowq::task<int> {
+    int s = 0;
+    // The task temporary dies at the end of the range initialiser.
+    for (int x : co_await make()) s += x;
+    co_return s;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, sum()), 10);
+}
+
 TEST(task, reference_results) {
   cowq::runtime rt;
   int x = 1;

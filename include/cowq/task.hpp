@@ -91,7 +91,9 @@ class promise final : public promise_base {
     rethrow_if_exception();
     return std::get<1>(value_);
   }
-  T&& result() && {
+  // By value: `for (auto x : co_await make_task())` would otherwise bind a
+  // reference into a frame destroyed at the end of the range initialiser.
+  T result() && {
     rethrow_if_exception();
     return std::move(std::get<1>(value_));
   }

@@ -1,0 +1,99 @@
+// The hot path allocates nothing: queueing a coroutine or a work item,
+// dequeueing, resuming and completing.
+#include <cowq/cowq.hpp>
+
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+// malloc/free behind a replaced operator new/delete pair is correct; GCC's
+// heuristic cannot see that they are paired.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+// Counts every allocation in the process while g_counting is set.
+void* operator new(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using cowq::test::wait_until;
+
+struct counting_scope {
+  counting_scope() {
+    g_allocations = 0;
+    g_counting = true;
+  }
+  ~counting_scope() { g_counting = false; }
+  long count() const { return g_allocations.load(); }
+};
+
+TEST(hot_path, yield_allocates_nothing) {
+  cowq::runtime rt({.cpus = {0}});
+  auto t = []() -> cowq::task<long> {
+    co_await cowq::yield();  // warm up: workers and spares exist
+    counting_scope scope;
+    for (int i = 0; i < 10000; ++i) co_await cowq::yield();
+    co_return scope.count();
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, t()), 0);
+}
+
+TEST(hot_path, queueing_spawned_coroutines_allocates_nothing) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& wq = rt.alloc_workqueue("noalloc", cowq::wq_flags::none, 8);
+  cowq::sync_wait(rt, []() -> cowq::task<void> { co_return; }());
+  std::atomic<int> done{0};
+  auto body = [](std::atomic<int>* d) -> cowq::task<void> {
+    co_await cowq::yield();
+    d->fetch_add(1);
+  };
+  constexpr int kN = 2000;
+  // Frames are allocated when the tasks are created, before counting.
+  std::vector<cowq::task<void>> tasks;
+  for (int i = 0; i < kN; ++i) tasks.push_back(body(&done));
+  long allocations;
+  {
+    counting_scope scope;
+    // Beyond max_active they go through the inactive list too.
+    for (auto& t : tasks) wq.spawn(std::move(t));
+    ASSERT_TRUE(wait_until([&] { return done.load() == kN; }));
+    allocations = scope.count();
+  }
+  EXPECT_EQ(allocations, 0);
+}
+
+TEST(hot_path, queueing_work_items_allocates_nothing) {
+  cowq::runtime rt({.cpus = {0}});
+  std::atomic<int> runs{0};
+  cowq::work w([&] { runs.fetch_add(1); });
+  cowq::queue_work(rt.system_wq(), w);
+  cowq::flush_work(w);
+  long allocations;
+  {
+    counting_scope scope;
+    for (int i = 0; i < 1000; ++i) {
+      cowq::queue_work(rt.system_wq(), w);
+      cowq::flush_work(w);
+    }
+    allocations = scope.count();
+  }
+  EXPECT_EQ(allocations, 0);
+  EXPECT_EQ(runs.load(), 1001);
+}
+
+}  // namespace
