@@ -178,12 +178,12 @@ bool pool::create_worker() {
 }
 
 void pool::apply_thread_attributes(worker* w) {
-  w->tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
+  const auto tid = static_cast<pid_t>(::syscall(SYS_gettid));
   ::pthread_setname_np(::pthread_self(), w->name_.substr(0, 15).c_str());
   if (::sched_setaffinity(0, sizeof(cpumask_), &cpumask_) != 0)
     log().warn("pool {}: cannot pin {}: {}", name_, w->name_, std::strerror(errno));
   if (highpri_ &&
-      ::setpriority(PRIO_PROCESS, static_cast<id_t>(w->tid_), rt_->opts_.highpri_nice) != 0 &&
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), rt_->opts_.highpri_nice) != 0 &&
       !rt_->nice_warned_.exchange(true))
     log().warn(
         "high-priority pools run at nice 0: setting nice {} failed ({}); "
@@ -196,6 +196,8 @@ void pool::worker_main(worker* w) {
   apply_thread_attributes(w);
 
   std::unique_lock lk(lock_);
+  // Published only now, so whoever sees the tid sees a named, pinned thread.
+  w->tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
   --nr_starting_;
   w->idle_ = true;
   idle_.push_back(w);

@@ -43,7 +43,7 @@ struct worker {
   int id_ = 0;            // I
   std::string name_;      // I
   std::thread thread_;    // written by the creator, joined by shutdown/reaper
-  pid_t tid_ = 0;         // A (relaxed): set once by the worker at start
+  pid_t tid_ = 0;         // L: set once the thread is named, pinned and niced
 
   bool idle_ = false;     // L: on pool::idle_
   bool counted_ = false;  // L: counted in pool::nr_running_

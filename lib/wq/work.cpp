@@ -229,9 +229,10 @@ struct work_ops {
   static bool flush_delayed(delayed_work& w) {
     timer_service* t = timers_of(w);
     // Cancelling the timer hands us its pending bit: queue the run now.
-    if (t != nullptr && t->cancel(&w.timer_))
-      enqueue_owned(w, w.delayed_wq_->impl(), w.delayed_cpu_);
-    return flush(w);
+    const bool fired_early = t != nullptr && t->cancel(&w.timer_);
+    if (fired_early) enqueue_owned(w, w.delayed_wq_->impl(), w.delayed_cpu_);
+    // The run we queued may finish before flush() looks; it still counts.
+    return flush(w) || fired_early;
   }
 
   static void init(work& w) noexcept {
