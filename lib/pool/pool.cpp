@@ -83,8 +83,11 @@ constexpr int kMaxIdleWorkersRatio = 4;
 // memory; past this many the oldest are freed.
 constexpr std::size_t kMaxZombies = 256;
 
-thread_local worker* tls_worker = nullptr;
-thread_local pwq* tls_pwq = nullptr;
+// initial-exec: read with one %fs-relative load instead of a call to
+// __tls_get_addr on every item; libcowq is linked at start-up, not dlopen'ed
+// late, so its TLS fits the static block.
+[[gnu::tls_model("initial-exec")]] thread_local worker* tls_worker = nullptr;
+[[gnu::tls_model("initial-exec")]] thread_local pwq* tls_pwq = nullptr;
 
 void worker_park(worker* w) noexcept {
   // Acquire pairs with the release store in signal_worker().
@@ -342,29 +345,46 @@ void finish_flush_of(wq_impl* wq) noexcept {
     futex_wake(&wq->pwqs_to_flush_);
 }
 
+void pool::enqueue_locked(pwq* q, work_node* n) noexcept {
+  const int c = q->work_color_;
+  n->flags_ = (n->flags_ & ~node_color) | (c != 0 ? node_color : 0u);
+  n->pwq_ = q;
+  ++q->nr_in_flight_[c];
+  ++q->queued_;
+  if (q->nr_active_ < q->max_active_) {
+    ++q->nr_active_;
+    set_where(n, node_where::worklist);
+    worklist_.push_back(n);
+    ++nr_pending_;
+  } else {
+    set_where(n, node_where::inactive);
+    q->inactive_.push_back(n);
+    ++q->nr_inactive_;
+  }
+}
+
+void pool::link_deferred(worker* w) noexcept {
+  while (work_node* n = w->deferred_.pop_front()) enqueue_locked(n->pwq_, n);
+}
+
 bool pool::insert(pwq* q, work_node* n) {
   worker* wake = nullptr;
   {
     std::lock_guard g(lock_);
     if (stopping_) return false;
-    const int c = q->work_color_;
-    n->flags_ = (n->flags_ & ~node_color) | (c != 0 ? node_color : 0u);
-    n->pwq_ = q;
-    ++q->nr_in_flight_[c];
-    ++q->queued_;
-    if (q->nr_active_ < q->max_active_) {
-      ++q->nr_active_;
-      set_where(n, node_where::worklist);
-      worklist_.push_back(n);
-      ++nr_pending_;
-      if (need_more_worker()) wake = wake_one_idle();
-    } else {
-      set_where(n, node_where::inactive);
-      q->inactive_.push_back(n);
-      ++q->nr_inactive_;
-    }
+    enqueue_locked(q, n);
+    if (need_more_worker()) wake = wake_one_idle();
   }
   if (wake != nullptr) signal_worker(wake);
+  return true;
+}
+
+bool requeue_current(work_node* n) {
+  pwq* q = tls_pwq;
+  if (q == nullptr) return false;
+  // tls_pwq is set only while tls_worker runs an item of q, on q's pool.
+  n->pwq_ = q;
+  tls_worker->deferred_.push_back(n);
   return true;
 }
 
@@ -418,6 +438,7 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   tls_pwq = nullptr;
 
   lk.lock();
+  link_deferred(w);
   if (cpu_intensive) {
     w->counted_ = true;
     ++nr_running_;
@@ -439,6 +460,8 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
 
 void pool::worker_sleeping(worker* w) {
   std::unique_lock lk(lock_);
+  // What this worker deferred must not wait behind its block.
+  if (w == tls_worker) link_deferred(w);
   if (!w->counted_) return;
   w->counted_ = false;
   --nr_running_;

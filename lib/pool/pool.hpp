@@ -52,6 +52,10 @@ struct worker {
   work_node* current_ = nullptr;     // L: the item being run
   pwq* current_pwq_ = nullptr;       // L
   node_list scheduled_;              // L: callable items queued behind current_
+  // W: continuations the running item re-queued on this worker's own pool
+  // (yield). They are linked under the lock the worker takes anyway when
+  // the item returns, saving a lock round trip per yield.
+  node_list deferred_;
 
   // Parking word: 0 parked, 1 woken. The waker's release store (after it
   // moved this worker out of idle under L) pairs with the acquire load in
@@ -125,6 +129,10 @@ struct pool {
   void start();
   // Queues n for q (q->pool_ == this). Returns false if the pool is stopped.
   bool insert(pwq* q, work_node* n);
+  // L held: links n for q, on the worklist or q's inactive list.
+  void enqueue_locked(pwq* q, work_node* n) noexcept;
+  // L held: links what the worker deferred while running its item.
+  void link_deferred(worker* w) noexcept;
   // Internal hooks where a worker leaves and rejoins nr_running (the
   // kernel's wq_worker_sleeping / wq_worker_running). Called by the worker
   // itself for annotated blocking and cpu-intensive items.

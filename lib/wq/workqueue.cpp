@@ -77,12 +77,6 @@ void queue_checked(wq_impl& w, work_node* n, int cpu) {
 
 void queue_node(workqueue& wq, work_node* n, int cpu) { queue_checked(wq.impl(), n, cpu); }
 
-bool requeue_current(work_node* n) {
-  pwq* q = current_pwq();
-  if (q == nullptr) return false;
-  return q->pool_->insert(q, n);
-}
-
 bool on_worker_thread() noexcept { return current_worker() != nullptr; }
 
 void wq_impl::flush() {
