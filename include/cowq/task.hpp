@@ -4,6 +4,7 @@
 #include <cowq/work_node.hpp>
 
 #include <cassert>
+#include <cstddef>
 #include <coroutine>
 #include <exception>
 #include <new>
@@ -36,8 +37,15 @@ struct resume_node : work_node {
   }
 };
 
+// Coroutine frames come from a per-thread cache (lib/util/frame_cache.cpp).
+void* frame_alloc(std::size_t size);
+void frame_free(void* p, std::size_t size) noexcept;
+
 class promise_base {
  public:
+  static void* operator new(std::size_t size) { return frame_alloc(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { frame_free(p, size); }
+
   std::suspend_always initial_suspend() noexcept { return {}; }
 
   struct final_awaiter {

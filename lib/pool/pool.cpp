@@ -314,6 +314,7 @@ void pool::kick(std::unique_lock<spinlock>& lk) {
 }
 
 void pool::activate_inactive(pwq* q) noexcept {
+  if (q->nr_inactive_ == 0) return;
   while (q->nr_active_ < q->max_active_ && !q->inactive_.empty()) {
     work_node* n = q->inactive_.pop_front();
     --q->nr_inactive_;
