@@ -105,6 +105,19 @@ worker* current_worker() noexcept { return tls_worker; }
 pwq* current_pwq() noexcept { return tls_pwq; }
 void set_current_pwq(pwq* q) noexcept { tls_pwq = q; }
 
+std::int64_t pool::live_coroutines() const {
+  std::lock_guard g(lock_);
+  std::int64_t n = retired_live_;
+  for (auto* w : workers_) n += w->live_delta_.load(std::memory_order_relaxed);
+  return n;
+}
+
+void note_detached(std::int64_t delta) noexcept {
+  worker* w = tls_worker;
+  w->live_delta_.store(w->live_delta_.load(std::memory_order_relaxed) + delta,
+                       std::memory_order_relaxed);
+}
+
 void signal_worker(worker* w) noexcept {
   if (w == tls_worker) return;
   // Release pairs with the acquire load in worker_park().
@@ -265,6 +278,8 @@ void pool::worker_main(worker* w) {
   }
   workers_.erase(std::find(workers_.begin(), workers_.end(), w));
   --nr_workers_;
+  retired_live_ += w->live_delta_.load(std::memory_order_relaxed);
+  w->live_delta_.store(0, std::memory_order_relaxed);
   if (!stopping_) ++workers_destroyed_;
   zombies_.push_back(w);
   lk.unlock();

@@ -67,6 +67,10 @@ struct worker {
   // Bumped once per item (relaxed store by the worker, read by observers)
   // so a stuck worker can be told from a busy one.
   std::atomic<std::uint64_t> seq_{0};
+  // Detached coroutines started minus finished on this thread. Written only
+  // by the worker (relaxed load and store, no locked instruction), read
+  // relaxed by stats; folded into pool::retired_live_ when the worker exits.
+  std::atomic<std::int64_t> live_delta_{0};
 };
 
 // Links one workqueue to one pool (the kernel's pool_workqueue).
@@ -119,14 +123,15 @@ struct pool {
   std::uint64_t items_executed_ = 0;
   std::uint64_t workers_created_ = 0;
   std::uint64_t workers_destroyed_ = 0;
-  // Detached coroutines spawned here minus those finished here; A (relaxed),
-  // only the sum over pools means anything.
-  std::atomic<std::int64_t> live_coroutines_{0};
+  // live_delta_ of workers that have exited. Only the sum over every
+  // worker of every pool means anything.
+  std::int64_t retired_live_ = 0;
 
   pool_timer idle_timer_;  // L: armed when there are too many idle workers
 
   // --- operations (definitions in pool.cpp) ---
   void start();
+  std::int64_t live_coroutines() const;
   // Queues n for q (q->pool_ == this). Returns false if the pool is stopped.
   bool insert(pwq* q, work_node* n);
   // L held: links n for q, on the worklist or q's inactive list.
@@ -172,6 +177,8 @@ struct pool {
 
 // Signal a worker chosen by wake_one_idle(), after dropping the pool lock.
 void signal_worker(worker* w) noexcept;
+// On a worker thread: counts a detached coroutine started (+1) or done (-1).
+void note_detached(std::int64_t delta) noexcept;
 void finish_flush_of(wq_impl* wq) noexcept;
 
 // What the pools need of cowq::work's private state (defined in work.cpp).

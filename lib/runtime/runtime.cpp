@@ -124,7 +124,7 @@ void runtime_impl::shutdown() {
   for (auto& p : pools_) p->stop_and_join();
 
   std::int64_t live = foreign_live_.load(std::memory_order_relaxed);
-  for (auto& p : pools_) live += p->live_coroutines_.load(std::memory_order_relaxed);
+  for (auto& p : pools_) live += p->live_coroutines();
   if (live > 0)
     log().warn(
         "shutdown: {} detached coroutines were still suspended, waiting for "
@@ -155,7 +155,7 @@ runtime_stats runtime_impl::stats() {
       ps.workers_destroyed = p->workers_destroyed_;
       ps.pending = p->nr_pending_;
     }
-    s.live_coroutines += p->live_coroutines_.load(std::memory_order_relaxed);
+    s.live_coroutines += p->live_coroutines();
     s.pools.push_back(std::move(ps));
   }
   std::lock_guard g(wqs_mutex_);
@@ -179,16 +179,15 @@ runtime_stats runtime_impl::stats() {
 }
 
 void detached_started(workqueue& wq) noexcept {
-  (void)wq;
-  if (worker* w = current_worker())
-    w->pool_->live_coroutines_.fetch_add(1, std::memory_order_relaxed);
+  if (current_worker() != nullptr)
+    note_detached(+1);
   else
     wq.impl().rt_->foreign_live_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void detached_finished(workqueue* wq, std::exception_ptr e) noexcept {
-  if (worker* w = current_worker())
-    w->pool_->live_coroutines_.fetch_sub(1, std::memory_order_relaxed);
+  if (current_worker() != nullptr)
+    note_detached(-1);
   else
     wq->impl().rt_->foreign_live_.fetch_sub(1, std::memory_order_relaxed);
   if (!e) return;
