@@ -20,12 +20,14 @@ struct worker;
 struct work_access;
 struct work_ops;
 
-// A deadline in the runtime's timer service. Intrusive so that arming one
-// allocates nothing; every field belongs to the timer service's lock.
+// A deadline in a pool's timer heap. Intrusive so that arming one
+// allocates nothing; every field belongs to that pool's lock.
 struct timer_node {
   std::chrono::steady_clock::time_point deadline_{};
   std::size_t heap_index_ = static_cast<std::size_t>(-1);
+  // Called without any lock held once the deadline has passed.
   void (*fire_)(timer_node*) = nullptr;
+  timer_node* next_due_ = nullptr;  // links due timers while they fire
   bool armed() const noexcept { return heap_index_ != static_cast<std::size_t>(-1); }
 };
 
@@ -84,8 +86,10 @@ class work {
   bool waiters_ = false;
 
  protected:
-  // delayed_work only; written by the owner of the pending bit.
+  // delayed_work only; written by the owner of the pending bit. The timer
+  // is armed on timer_pool_'s heap.
   detail::work_timer timer_;
+  detail::pool* timer_pool_ = nullptr;
   workqueue* delayed_wq_ = nullptr;
   int delayed_cpu_ = -1;
 };

@@ -58,10 +58,12 @@
 #include "../log/log.hpp"
 #include "../runtime/runtime_impl.hpp"
 #include "../util/futex.hpp"
+#include "../util/tsan.hpp"
 #include "../wq/wq_impl.hpp"
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <climits>
 #include <cstring>
 #include <pthread.h>
@@ -82,6 +84,10 @@ constexpr int kMaxIdleWorkersRatio = 4;
 // preempted between choosing a worker and signalling it never touches freed
 // memory; past this many the oldest are freed.
 constexpr std::size_t kMaxZombies = 256;
+// Submission queue entries per pool ring; the completion queue is 8 times
+// larger and the kernel keeps any overflow, so this bounds only how many
+// operations are prepared between two submissions.
+constexpr unsigned kRingEntries = 256;
 
 // initial-exec: read with one %fs-relative load instead of a call to
 // __tls_get_addr on every item; libcowq is linked at start-up, not dlopen'ed
@@ -120,6 +126,12 @@ void note_detached(std::int64_t delta) noexcept {
 
 void signal_worker(worker* w) noexcept {
   if (w == tls_worker) return;
+  // Acquire pairs with the release store in poll_as_idle(): a poller is
+  // woken through its ring, everyone else through the futex.
+  if (w->polling_.load(std::memory_order_acquire)) {
+    w->pool_->ring_->wake();
+    return;
+  }
   // Release pairs with the acquire load in worker_park().
   w->wake_.store(1, std::memory_order_release);
   futex_wake(&w->wake_, 1);
@@ -149,6 +161,7 @@ void pool::start() {
   idle_.reserve(cap);
   idle_timer_.pool_ = this;
   idle_timer_.fire_ = &idle_timer_fired;
+  ring_ = std::make_unique<ring>(kRingEntries);
   if (!create_worker())
     throw std::runtime_error("cowq: cannot start the first worker of pool " +
                              name_);
@@ -224,6 +237,12 @@ void pool::worker_main(worker* w) {
 
   for (;;) {
     while (w->idle_ && !w->exit_) {
+      if (poller_ == nullptr) {
+        // One idle worker sleeps in the ring for completions, timers and
+        // wake-ups; the others sleep on their futex.
+        poll_as_idle(w, lk);
+        continue;
+      }
       w->wake_.store(0, std::memory_order_relaxed);
       lk.unlock();
       worker_park(w);
@@ -236,6 +255,8 @@ void pool::worker_main(worker* w) {
     if (nr_idle_ + nr_starting_ == 0 && !worklist_.empty()) manage_workers_once(lk);
 
     for (;;) {
+      // Between items: completions and due timers join the worklist.
+      poll_locked(lk);
       work_node* n;
       if (!w->scheduled_.empty()) {
         n = w->scheduled_.pop_front();
@@ -266,7 +287,7 @@ void pool::worker_main(worker* w) {
     w->last_active_ = clock::now();
     if (too_many_workers() && !idle_timer_armed_) {
       idle_timer_armed_ = true;
-      rt_->timers_->arm(&idle_timer_, w->last_active_ + rt_->opts_.idle_timeout);
+      arm_timer_locked(&idle_timer_, w->last_active_ + rt_->opts_.idle_timeout);
     }
   }
 
@@ -282,7 +303,11 @@ void pool::worker_main(worker* w) {
   w->live_delta_.store(0, std::memory_order_relaxed);
   if (!stopping_) ++workers_destroyed_;
   zombies_.push_back(w);
+  // If this was the poller, another idle worker must take over the ring
+  // and the timers.
+  worker* heir = stopping_ ? nullptr : kick_poller_locked();
   lk.unlock();
+  if (heir != nullptr) signal_worker(heir);
   log().debug("pool {}: worker {} exits", name_, w->name_);
   tls_worker = nullptr;
   // Release pairs with the acquire load in reap_zombies().
@@ -452,6 +477,8 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
                 std::memory_order_relaxed);
   n->run_(n);  // may free n
   tls_pwq = nullptr;
+  // Everything the item prepared goes to the kernel in one io_uring_enter.
+  ring_->submit();
 
   lk.lock();
   link_deferred(w);
@@ -482,6 +509,11 @@ void pool::worker_sleeping(worker* w) {
   w->counted_ = false;
   --nr_running_;
   kick(lk);
+  // Completions must not wait behind the block either.
+  if (worker* p = kick_poller_locked()) {
+    lk.unlock();
+    signal_worker(p);
+  }
 }
 
 void pool::worker_running(worker* w) {
@@ -503,7 +535,7 @@ void pool::idle_cull() {
       const auto expires = oldest->last_active_ + rt_->opts_.idle_timeout;
       if (now < expires) {
         idle_timer_armed_ = true;
-        rt_->timers_->arm(&idle_timer_, expires);
+        arm_timer_locked(&idle_timer_, expires);
         break;
       }
       idle_.erase(idle_.begin());
@@ -531,6 +563,125 @@ void pool::idle_cull() {
   }
 }
 
+void pool::complete_op(io_op* op, int res, unsigned flags) noexcept {
+  tsan_acquire(op);
+  op->res_ = res;
+  op->cqe_flags_ = flags;
+  inflight_.fetch_sub(1, std::memory_order_relaxed);
+  enqueue_locked(op->pwq_, op);
+}
+
+worker* pool::kick_poller_locked() noexcept {
+  if (poller_ != nullptr || idle_.empty()) return nullptr;
+  // Woken without leaving idle, it finds no poller and becomes it.
+  return idle_.back();
+}
+
+void pool::arm_timer_locked(timer_node* t, clock::time_point deadline) {
+  timers_.arm(t, deadline);
+  // A sleeping poller waits for the old earliest deadline; tell it.
+  if (timers_.earliest() == t && poller_ != nullptr &&
+      poller_->polling_.load(std::memory_order_relaxed))
+    ring_->wake();
+}
+
+void pool::arm_timer(timer_node* t, clock::time_point deadline) {
+  std::lock_guard g(lock_);
+  arm_timer_locked(t, deadline);
+}
+
+bool pool::cancel_timer(timer_node* t) {
+  std::lock_guard g(lock_);
+  return timers_.cancel(t);
+}
+
+int pool::fire_all_timers(void (*fire)(timer_node*)) {
+  std::vector<timer_node*> due;
+  {
+    std::lock_guard g(lock_);
+    due = timers_.take_all(fire);
+  }
+  for (auto* t : due) t->fire_(t);
+  return static_cast<int>(due.size());
+}
+
+bool pool::poll_locked(std::unique_lock<spinlock>& lk) {
+  bool did = false;
+  if (ring_->task_work_pending()) {
+    // Cooperative task running: completions wait for us to enter the kernel.
+    lk.unlock();
+    ring_->flush_overflow();
+    lk.lock();
+  }
+  if (ring_->cq_ready()) {
+    if (io_uring_cq_has_overflow(ring_->raw())) {
+      lk.unlock();
+      ring_->flush_overflow();
+      lk.lock();
+    }
+    const unsigned n = ring_->reap([this](std::uint64_t ud, int res, unsigned flags) {
+      complete_op(reinterpret_cast<io_op*>(ud), res, flags);
+    });
+    did = n != 0;
+    if (did && need_more_worker()) {
+      if (worker* x = wake_one_idle()) {
+        lk.unlock();
+        signal_worker(x);
+        lk.lock();
+      }
+    }
+  }
+  if (!timers_.empty()) {
+    // Due timers fire outside the lock: their callbacks queue work.
+    timer_node* due = nullptr;
+    const auto now = clock::now();
+    while (timer_node* t = timers_.pop_due(now)) {
+      t->next_due_ = due;
+      due = t;
+    }
+    if (due != nullptr) {
+      did = true;
+      lk.unlock();
+      while (due != nullptr) {
+        timer_node* t = due;
+        due = t->next_due_;
+        t->fire_(t);
+      }
+      lk.lock();
+    }
+  }
+  return did;
+}
+
+void pool::poll_as_idle(worker* w, std::unique_lock<spinlock>& lk) {
+  poller_ = w;
+  __kernel_timespec ts{};
+  const __kernel_timespec* timeout = nullptr;
+  if (timer_node* t = timers_.earliest()) {
+    const auto left = std::max(t->deadline_ - clock::now(), clock::duration::zero());
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    ts.tv_sec = ns / 1'000'000'000;
+    ts.tv_nsec = ns % 1'000'000'000;
+    timeout = &ts;
+  }
+  // Release pairs with the acquire load in signal_worker().
+  w->polling_.store(true, std::memory_order_release);
+  lk.unlock();
+  ring_->wait(timeout);
+  lk.lock();
+  w->polling_.store(false, std::memory_order_relaxed);
+  poller_ = nullptr;
+  poll_locked(lk);
+  // Work found while polling: run it ourselves rather than wake another.
+  if (w->idle_ && !w->exit_ && need_more_worker()) {
+    idle_.erase(std::find(idle_.begin(), idle_.end(), w));
+    --nr_idle_;
+    w->idle_ = false;
+    w->counted_ = true;
+    ++nr_running_;
+  }
+}
+
 void pool::stop_and_join() {
   std::vector<worker*> to_signal;
   {
@@ -545,6 +696,7 @@ void pool::stop_and_join() {
     w->wake_.store(1, std::memory_order_release);
     futex_wake(&w->wake_, 1);
   }
+  ring_->wake();
   // A worker being created has no thread_ to join yet.
   for (;;) {
     {

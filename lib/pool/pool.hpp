@@ -10,9 +10,12 @@
 //   A: atomic; the comment names the ordering
 #pragma once
 
+#include "../timer/timer_heap.hpp"
+#include "../uring/ring.hpp"
 #include "../util/node_list.hpp"
 #include "../util/spinlock.hpp"
 
+#include <cowq/io.hpp>
 #include <cowq/work.hpp>
 #include <cowq/workqueue.hpp>
 
@@ -57,6 +60,11 @@ struct worker {
   // the item returns, saving a lock round trip per yield.
   node_list deferred_;
 
+  // True while the worker sleeps in the ring as the pool's poller. Set and
+  // cleared under L; read by signal_worker() after the waker dropped L
+  // (acquire, pairs with the release store before the wait), to choose
+  // the eventfd over the futex.
+  std::atomic<bool> polling_{false};
   // Parking word: 0 parked, 1 woken. The waker's release store (after it
   // moved this worker out of idle under L) pairs with the acquire load in
   // worker_park().
@@ -129,9 +137,39 @@ struct pool {
 
   pool_timer idle_timer_;  // L: armed when there are too many idle workers
 
+  // The pool's io_uring. Its SQ side has its own lock; its CQ side is
+  // reaped under L.
+  std::unique_ptr<ring> ring_;  // I
+  timer_heap timers_;           // L: sleeping coroutines, delayed work, idle timer
+  worker* poller_ = nullptr;    // L: the idle worker sleeping in the ring
+  // Operations submitted and not yet reaped (A, relaxed: shutdown waits
+  // for it to reach zero after cancelling everything).
+  std::atomic<std::int64_t> inflight_{0};
+  // Set at shutdown once everything was cancelled: new operations then
+  // complete at once with operation_canceled (A, relaxed).
+  std::atomic<bool> io_closed_{false};
+
   // --- operations (definitions in pool.cpp) ---
   void start();
   std::int64_t live_coroutines() const;
+
+  // L held: moves completions into the worklist and fires due timers
+  // (dropping L around timer callbacks). Returns whether anything was done.
+  bool poll_locked(std::unique_lock<spinlock>& lk);
+  // L held: arms t; wakes the poller if t became the earliest deadline.
+  void arm_timer_locked(timer_node* t, clock::time_point deadline);
+  // Arms t on this pool's heap (takes L).
+  void arm_timer(timer_node* t, clock::time_point deadline);
+  bool cancel_timer(timer_node* t);
+  // Fires now, on the caller's thread, every armed timer whose callback
+  // is fire; returns how many.
+  int fire_all_timers(void (*fire)(timer_node*));
+  // Sleep in the ring as the poller (L held on entry and exit).
+  void poll_as_idle(worker* w, std::unique_lock<spinlock>& lk);
+  // L held: make sure someone reaps the ring when no poller sleeps in it.
+  worker* kick_poller_locked() noexcept;
+  // L held: a CQE for op arrived; queue its coroutine.
+  void complete_op(io_op* op, int res, unsigned flags) noexcept;
   // Queues n for q (q->pool_ == this). Returns false if the pool is stopped.
   bool insert(pwq* q, work_node* n);
   // L held: links n for q, on the worklist or q's inactive list.

@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <stdexcept>
+#include <thread>
 
 namespace cowq {
 namespace detail {
 
 extern void (*delayed_work_fire)(timer_node*);
+
+void cancel_all_io(pool& p);
 
 namespace {
 // The most recent live runtime, for sync_wait(task) without one named.
@@ -26,8 +29,6 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
   cpu_index_.fill(-1);
   for (std::size_t i = 0; i < topo_.cpus.size(); ++i)
     cpu_index_[static_cast<std::size_t>(topo_.cpus[i])] = static_cast<int>(i);
-
-  timers_ = std::make_unique<timer_service>(opts_.name + "/timer");
 
   auto make_pool = [&](int cpu, int cpu_index, int node, bool high,
                        const std::vector<int>& cpus) {
@@ -57,8 +58,8 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
   try {
     for (auto& p : pools_) p->start();
   } catch (...) {
-    for (auto& p : pools_) p->stop_and_join();
-    timers_->stop();
+    for (auto& p : pools_)
+      if (p->ring_) p->stop_and_join();
     throw;
   }
   log().info("runtime started: {} CPUs, {} nodes, {} pools", topo_.cpus.size(),
@@ -109,18 +110,40 @@ void runtime_impl::shutdown() {
     std::lock_guard g(wqs_mutex_);
     for (auto& w : wqs_) all.push_back(w.get());
   }
+  auto fire_delayed = [&] {
+    int n = 0;
+    for (auto& p : pools_) n += p->fire_all_timers(delayed_work_fire);
+    return n;
+  };
+  auto inflight = [&] {
+    std::int64_t n = 0;
+    for (auto& p : pools_) n += p->inflight_.load(std::memory_order_relaxed);
+    return n;
+  };
   int fired = 0;
-  for (;;) {
-    fired += timers_->fire_all(delayed_work_fire);
+  bool io_cancelled = false;
+  for (unsigned round = 0;; ++round) {
+    fired += fire_delayed();
     for (auto* w : all)
       if (!w->destroyed_.load(std::memory_order_relaxed)) w->drain();
     bool quiet = true;
     for (auto* w : all) quiet = quiet && w->idle_now();
-    if (quiet && timers_->fire_all(delayed_work_fire) == 0) break;
+    if (!quiet || fire_delayed() != 0) continue;
+    if (inflight() == 0) break;
+    if (!io_cancelled) {
+      // What still waits for I/O (an idle connection's recv, an accept)
+      // would wait forever: cancel it, so its coroutine resumes with
+      // operation_canceled and cleans up; new operations fail at once.
+      io_cancelled = true;
+      for (auto& p : pools_) cancel_all_io(*p);
+      continue;
+    }
+    if (round % 1000 == 999)
+      log().warn("shutdown: {} I/O operations still in flight", inflight());
+    std::this_thread::yield();
   }
   if (fired > 0) log().info("shutdown ran {} delayed work items early", fired);
 
-  timers_->stop();
   for (auto& p : pools_) p->stop_and_join();
 
   std::int64_t live = foreign_live_.load(std::memory_order_relaxed);

@@ -2,7 +2,6 @@
 #pragma once
 
 #include "../pool/pool.hpp"
-#include "../timer/timer_service.hpp"
 #include "../wq/wq_impl.hpp"
 
 #include <cowq/runtime.hpp>
@@ -37,7 +36,6 @@ struct runtime_impl {
   std::vector<std::array<pool*, 2>> bound_;   // I
   std::vector<std::array<pool*, 2>> unbound_; // I
 
-  std::unique_ptr<timer_service> timers_;
 
   std::mutex wqs_mutex_;
   std::vector<std::unique_ptr<wq_impl>> wqs_;  // wqs_mutex_; never shrinks

@@ -89,8 +89,18 @@ struct work_ops {
     return self != nullptr && self->current_ == &w.node_;
   }
 
-  static timer_service* timers_of(const work& w) noexcept {
-    return w.delayed_wq_ != nullptr ? w.delayed_wq_->impl().rt_->timers_.get() : nullptr;
+  // The pool whose heap holds the delayed work's timer, if any. Written by
+  // the owner of the pending bit before arming.
+  static pool* timer_pool(const work& w) noexcept { return w.timer_pool_; }
+  static bool cancel_timer(work& w) {
+    pool* p = timer_pool(w);
+    return p != nullptr && p->cancel_timer(&w.timer_);
+  }
+  static bool timer_armed(work& w) {
+    pool* p = timer_pool(w);
+    if (p == nullptr) return false;
+    std::lock_guard g(p->lock_);
+    return w.timer_.armed();
   }
 
   // Takes the pending bit from wherever it is (timer or a list) or sets it.
@@ -98,7 +108,7 @@ struct work_ops {
   static bool grab_pending(work& w) {
     for (;;) {
       if (own_pending(w)) return false;
-      if (timer_service* t = timers_of(w); t != nullptr && t->cancel(&w.timer_)) return true;
+      if (cancel_timer(w)) return true;
       if (pool* p = w.pool_.load(std::memory_order_acquire)) {
         wq_impl* flushed = nullptr;
         bool removed = false;
@@ -135,18 +145,15 @@ struct work_ops {
 
   enum class flush_plan { none, wait, retry };
 
-  // Under the pool lock: what a flush must wait for.
-  static flush_plan plan_flush(work& w, std::uint32_t* target) {
+  // Under the pool lock: what a flush must wait for. in_timer was read
+  // just before, under the timer pool's lock (never both locks at once).
+  static flush_plan plan_flush(work& w, bool in_timer, std::uint32_t* target) {
     const bool linked = where(&w.node_) != node_where::none;
     if (linked) {
       *target = w.started_ + 1;
       return flush_plan::wait;
     }
-    if (w.pending()) {
-      timer_service* t = timers_of(w);
-      const bool in_timer = t != nullptr && t->armed(&w.timer_);
-      if (!in_timer) return flush_plan::retry;  // in transit
-    }
+    if (w.pending() && !in_timer) return flush_plan::retry;  // in transit
     if (w.running_on_ == nullptr) return flush_plan::none;
     *target = w.started_;
     return flush_plan::wait;
@@ -158,10 +165,11 @@ struct work_ops {
       if (p == nullptr) return false;
       std::uint32_t target = 0;
       flush_plan plan;
+      const bool in_timer = timer_armed(w);
       {
         std::lock_guard g(p->lock_);
         if (w.pool_.load(std::memory_order_relaxed) != p) continue;
-        plan = plan_flush(w, &target);
+        plan = plan_flush(w, in_timer, &target);
         if (plan == flush_plan::wait) w.waiters_ = true;
       }
       switch (plan) {
@@ -223,13 +231,15 @@ struct work_ops {
       enqueue_owned(w, wq.impl(), cpu);
       return;
     }
-    wq.impl().rt_->timers_->arm(&w.timer_, std::chrono::steady_clock::now() + delay);
+    // The timer lives on the pool the work will most likely run on.
+    pool* p = wq.impl().select(cpu)->pool_;
+    w.timer_pool_ = p;
+    p->arm_timer(&w.timer_, std::chrono::steady_clock::now() + delay);
   }
 
   static bool flush_delayed(delayed_work& w) {
-    timer_service* t = timers_of(w);
     // Cancelling the timer hands us its pending bit: queue the run now.
-    const bool fired_early = t != nullptr && t->cancel(&w.timer_);
+    const bool fired_early = cancel_timer(w);
     if (fired_early) enqueue_owned(w, w.delayed_wq_->impl(), w.delayed_cpu_);
     // The run we queued may finish before flush() looks; it still counts.
     return flush(w) || fired_early;
