@@ -92,7 +92,7 @@ void frame_free(void* p, std::size_t size) noexcept {
 }
 #else
 void* frame_alloc(std::size_t size) { return ::operator new(size); }
-void frame_free(void* p, std::size_t size) noexcept { ::operator delete(p, size); }
+void frame_free(void* p, std::size_t) noexcept { ::operator delete(p); }
 #endif
 
 }  // namespace cowq::detail
