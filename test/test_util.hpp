@@ -11,6 +11,11 @@
 
 #include <cowq/task.hpp>
 
+#include <gtest/gtest.h>
+#include <liburing.h>
+
+#include <cstring>
+
 namespace cowq::test {
 
 // Runs a capturing coroutine lambda with its closure kept alive in this
@@ -36,6 +41,20 @@ inline bool wait_until(const std::function<bool()>& pred,
   }
   return true;
 }
+
+// Every runtime owns io_uring instances; where the kernel refuses them
+// (ENOSYS, seccomp, kernel.io_uring_disabled) the suites skip, saying why.
+class uring_environment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    io_uring ring;
+    const int rc = io_uring_queue_init(8, &ring, 0);
+    if (rc < 0) GTEST_SKIP() << "io_uring unavailable: " << std::strerror(-rc);
+    io_uring_queue_exit(&ring);
+  }
+};
+inline ::testing::Environment* const uring_env =
+    ::testing::AddGlobalTestEnvironment(new uring_environment);
 
 inline pid_t this_tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 

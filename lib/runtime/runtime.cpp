@@ -2,6 +2,7 @@
 #include "runtime_impl.hpp"
 
 #include "../log/log.hpp"
+#include "../net/resolver.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -73,6 +74,12 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
 
 runtime_impl::~runtime_impl() { shutdown(); }
 
+resolver_thread& runtime_impl::resolver() {
+  std::lock_guard g(resolver_mutex_);
+  if (!resolver_) resolver_ = std::make_unique<resolver_thread>(opts_.name + "/resolver");
+  return *resolver_;
+}
+
 int runtime_impl::cpu_index_for(int cpu) const noexcept {
   if (cpu < 0 || cpu >= CPU_SETSIZE) return -1;
   return cpu_index_[static_cast<std::size_t>(cpu)];
@@ -129,11 +136,12 @@ void runtime_impl::shutdown() {
     bool quiet = true;
     for (auto* w : all) quiet = quiet && w->idle_now();
     if (!quiet || fire_delayed() != 0) continue;
-    if (inflight() == 0) break;
+    if (io_cancelled && inflight() == 0) break;
     if (!io_cancelled) {
       // What still waits for I/O (an idle connection's recv, an accept)
-      // would wait forever: cancel it, so its coroutine resumes with
-      // operation_canceled and cleans up; new operations fail at once.
+      // or sleeps would wait forever or for long: cancel it, so its
+      // coroutine resumes with operation_canceled and cleans up; new
+      // operations and sleeps fail at once.
       io_cancelled = true;
       for (auto& p : pools_) cancel_all_io(*p);
       continue;
@@ -144,6 +152,10 @@ void runtime_impl::shutdown() {
   }
   if (fired > 0) log().info("shutdown ran {} delayed work items early", fired);
 
+  {
+    std::lock_guard g(resolver_mutex_);
+    if (resolver_) resolver_->stop();
+  }
   for (auto& p : pools_) p->stop_and_join();
 
   std::int64_t live = foreign_live_.load(std::memory_order_relaxed);

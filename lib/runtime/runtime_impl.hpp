@@ -21,6 +21,8 @@ struct topology {
 };
 topology discover_topology(const std::vector<int>& requested);
 
+class resolver_thread;
+
 struct runtime_impl {
   explicit runtime_impl(runtime* self, runtime_options opts);
   ~runtime_impl();
@@ -59,6 +61,11 @@ struct runtime_impl {
 
   // Logged once if workers could not get the high-priority nice value.
   std::atomic<bool> nice_warned_{false};
+
+  // Started on first use, stopped at shutdown.
+  resolver_thread& resolver();
+  std::mutex resolver_mutex_;
+  std::unique_ptr<resolver_thread> resolver_;  // resolver_mutex_
 
   int cpu_index_for(int cpu) const noexcept;
   void shutdown();

@@ -161,8 +161,11 @@ io_result to_result(const io_op& op) noexcept {
 
 namespace cowq::detail {
 
+void cancel_all_sleeps(pool& p);
+
 void cancel_all_io(pool& p) {
   p.io_closed_.store(true, std::memory_order_relaxed);
+  cancel_all_sleeps(p);
   ring& r = *p.ring_;
   std::lock_guard g(r.sq_lock_);
   if (ring::features().async_cancel_any) {

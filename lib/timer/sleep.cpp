@@ -1,0 +1,77 @@
+// sleep_for / sleep_until on the pool's timer heap.
+#include "../pool/pool.hpp"
+
+#include <cowq/timer.hpp>
+
+#include <stdexcept>
+
+namespace cowq::detail {
+
+namespace {
+
+// Queues the sleeper's coroutine on its pool (the pool lock is taken).
+void wake_sleeper(io_op* op, int res) {
+  pool* p = op->pool_;
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(p->lock_);
+    op->res_ = res;
+    p->enqueue_locked(op->pwq_, op);
+    if (p->need_more_worker()) wake = p->wake_one_idle();
+  }
+  if (wake != nullptr) signal_worker(wake);
+}
+
+void sleep_fired(timer_node* t) { wake_sleeper(static_cast<sleep_timer*>(t)->op_, 0); }
+
+}  // namespace
+
+bool start_sleep(io_op* op, sleep_timer* t, std::chrono::steady_clock::time_point deadline) {
+  worker* w = current_worker();
+  pwq* q = current_pwq();
+  if (w == nullptr || q == nullptr)
+    throw std::logic_error("cowq: sleep_for must be awaited by a coroutine running on a cowq worker");
+  if (deadline <= std::chrono::steady_clock::now()) {
+    op->res_ = 0;
+    return false;
+  }
+  if (w->pool_->io_closed_.load(std::memory_order_relaxed)) {
+    op->res_ = -ECANCELED;
+    return false;
+  }
+  pool* p = w->pool_;
+  op->pool_ = p;
+  op->pwq_ = q;
+  t->fire_ = &sleep_fired;
+  std::lock_guard g(p->lock_);
+  // A stop that came before the timer was armed left the cancel to us
+  // (acq_rel pairs with the fetch_or in cancel_sleep()).
+  if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested) {
+    op->res_ = -ECANCELED;
+    return false;
+  }
+  p->arm_timer_locked(t, deadline);
+  return true;
+}
+
+void cancel_sleep(io_op* op, sleep_timer* t) noexcept {
+  if ((op->state_.fetch_or(op_cancel_requested, std::memory_order_acq_rel) & op_submitted) == 0)
+    return;  // start_sleep will see the request
+  pool* p = op->pool_;
+  {
+    std::lock_guard g(p->lock_);
+    // Already fired (or firing): the timer path resumes it, not us.
+    if (!p->timers_.cancel(t)) return;
+  }
+  wake_sleeper(op, -ECANCELED);
+}
+
+void cancel_all_sleeps(pool& p) {
+  for (timer_node* t : [&] {
+         std::lock_guard g(p.lock_);
+         return p.timers_.take_all(&sleep_fired);
+       }())
+    wake_sleeper(static_cast<sleep_timer*>(t)->op_, -ECANCELED);
+}
+
+}  // namespace cowq::detail

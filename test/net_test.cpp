@@ -1,0 +1,353 @@
+// Sockets over io_uring on 127.0.0.1: echo, timeouts, cancellation,
+// resets, half-close, fd exhaustion, UDP, Unix sockets, resolution.
+#include <cowq/cowq.hpp>
+#include <cowq/net.hpp>
+
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <numeric>
+#include <stop_token>
+#include <sys/resource.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+using namespace cowq::net;
+using cowq::test::wait_until;
+
+namespace {
+
+const tcp_endpoint kLoopback{asio::ip::make_address("127.0.0.1"), 0};
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed) & 0xff);
+  return v;
+}
+
+// Echoes until the peer closes or an error; returns bytes echoed.
+cowq::task<std::size_t> echo(stream s) {
+  std::vector<std::byte> buf(16384);
+  std::size_t total = 0;
+  for (;;) {
+    auto r = co_await s.recv(buf);
+    if (!r || r.value == 0) break;
+    auto w = co_await s.send_all(std::span(buf).first(r.value));
+    if (!w) break;
+    total += r.value;
+  }
+  co_return total;
+}
+
+cowq::task<void> serve(tcp_listener* l, int connections, std::atomic<std::size_t>* echoed) {
+  for (int i = 0; i < connections; ++i) {
+    auto c = co_await l->accept();
+    if (!c) continue;
+    cowq::runtime::current()->system_wq().spawn([](stream s, std::atomic<std::size_t>* e) -> cowq::task<void> {
+      e->fetch_add(co_await echo(std::move(s)));
+    }(std::move(c.value), echoed));
+  }
+}
+
+// Sends data and reads back the echo, checking every byte.
+cowq::task<bool> client(tcp_endpoint ep, std::vector<std::byte> data) {
+  auto c = co_await connect(ep);
+  if (!c) co_return false;
+  stream s = std::move(c.value);
+  std::vector<std::byte> back(data.size());
+  std::size_t sent = 0, got = 0;
+  while (got < data.size()) {
+    if (sent < data.size()) {
+      auto n = std::min<std::size_t>(4096, data.size() - sent);
+      auto w = co_await s.send_all(std::span(data).subspan(sent, n));
+      if (!w) co_return false;
+      sent += n;
+    }
+    while (got < sent) {
+      auto r = co_await s.recv(std::span(back).subspan(got, sent - got));
+      if (!r || r.value == 0) co_return false;
+      got += r.value;
+    }
+  }
+  co_return back == data;
+}
+
+TEST(net, tcp_echo_round_trips_every_byte) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  std::atomic<std::size_t> echoed{0};
+  rt.system_wq().spawn(serve(&l, 1, &echoed));
+  EXPECT_TRUE(cowq::sync_wait(rt, client(l.local_endpoint(), pattern(1 << 20, 7))));
+  ASSERT_TRUE(wait_until([&] { return echoed.load() == (1u << 20); }));
+}
+
+TEST(net, many_concurrent_connections) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  constexpr int kConns = 100;
+  std::atomic<std::size_t> echoed{0};
+  rt.system_wq().spawn(serve(&l, kConns, &echoed));
+  auto all = [&]() -> cowq::task<int> {
+    std::vector<cowq::task<bool>> clients;
+    for (int i = 0; i < kConns; ++i)
+      clients.push_back(client(l.local_endpoint(), pattern(20000 + i, static_cast<unsigned>(i))));
+    int ok = 0;
+    for (bool b : co_await cowq::when_all(std::move(clients))) ok += b ? 1 : 0;
+    co_return ok;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, all()), kConns);
+}
+
+TEST(net, recv_timeout_gives_timed_out) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<std::error_code> {
+    auto c = co_await connect(l.local_endpoint());
+    EXPECT_TRUE(c);
+    std::byte b[16];
+    auto r = co_await c.value.recv(b, 30ms);  // nobody ever sends
+    co_return r.error;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, t()), std::errc::timed_out);
+}
+
+TEST(net, stop_token_cancels_recv_in_the_kernel) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  std::stop_source src;
+  std::atomic<bool> waiting{false};
+  auto t = [&]() -> cowq::task<std::error_code> {
+    auto c = co_await connect(l.local_endpoint());
+    std::byte b[16];
+    waiting = true;
+    auto r = co_await c.value.recv(b, src.get_token());
+    co_return r.error;
+  };
+  std::thread stopper([&] {
+    ASSERT_TRUE(wait_until([&] { return waiting.load(); }));
+    src.request_stop();
+  });
+  EXPECT_EQ(cowq::sync_wait(rt, t()), std::errc::operation_canceled);
+  stopper.join();
+}
+
+TEST(net, cancel_racing_completion_resumes_exactly_once) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  std::atomic<int> resumed{0}, completed{0}, cancelled{0};
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    for (int i = 0; i < 300; ++i) {
+      std::stop_source src;
+      std::byte b[1];
+      // The byte arrives and the stop is requested at about the same time.
+      std::thread racer([&] {
+        std::byte one{1};
+        ::send(a.value.native_handle(), &one, 1, MSG_NOSIGNAL);
+        src.request_stop();
+      });
+      auto r = co_await c.value.recv(b, src.get_token());
+      resumed.fetch_add(1);
+      (r ? completed : cancelled).fetch_add(1);
+      racer.join();
+      if (!r) {  // the byte is still there: drain it
+        auto again = co_await c.value.recv(b);
+        EXPECT_TRUE(again && again.value == 1);
+      }
+    }
+  };
+  cowq::sync_wait(rt, t());
+  EXPECT_EQ(resumed.load(), 300);
+  EXPECT_EQ(completed.load() + cancelled.load(), 300);
+}
+
+TEST(net, peer_reset_and_disappearance_give_errors) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    // Abortive close: RST instead of FIN.
+    linger lg{1, 0};
+    ::setsockopt(c.value.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    c.value = stream();
+    std::byte b[64];
+    auto r = co_await a.value.recv(b);
+    EXPECT_TRUE(!r || r.value == 0);
+    if (!r) {
+      EXPECT_EQ(r.error.value(), ECONNRESET);
+    }
+    // Sending into the reset connection fails with an error, no SIGPIPE.
+    auto big = pattern(1 << 20, 1);
+    auto w = co_await a.value.send_all(big);
+    EXPECT_FALSE(w);
+    EXPECT_TRUE(w.error.value() == EPIPE || w.error.value() == ECONNRESET) << w.error.message();
+  };
+  cowq::sync_wait(rt, t());
+}
+
+TEST(net, half_close_reads_eof_and_can_still_send) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    auto sh = co_await c.value.shutdown(SHUT_WR);
+    EXPECT_TRUE(sh);
+    std::byte b[8];
+    auto r = co_await a.value.recv(b);
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r.value, 0u);  // EOF
+    auto w = co_await a.value.send_all(as_bytes("still here"));
+    EXPECT_TRUE(w);
+    std::byte back[10];
+    std::size_t got = 0;
+    while (got < sizeof back) {
+      auto rr = co_await c.value.recv(std::span(back).subspan(got));
+      if (!rr || rr.value == 0) break;
+      got += rr.value;
+    }
+    EXPECT_EQ(std::string(reinterpret_cast<char*>(back), got), "still here");
+  };
+  cowq::sync_wait(rt, t());
+}
+
+TEST(net, accept_under_fd_exhaustion_errors_then_recovers) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  std::atomic<std::size_t> echoed{0};
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  auto t = [&]() -> cowq::task<void> {
+    // One established connection before the exhaustion.
+    auto c1 = co_await connect(l.local_endpoint());
+    auto a1 = co_await l.accept();
+    EXPECT_TRUE(c1 && a1);
+    cowq::runtime::current()->system_wq().spawn(
+        [](stream s, std::atomic<std::size_t>* e) -> cowq::task<void> { e->fetch_add(co_await echo(std::move(s))); }(
+            std::move(a1.value), &echoed));
+    // Exhaust the descriptors.
+    std::vector<int> hogs;
+    for (;;) {
+      int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) break;
+      hogs.push_back(fd);
+    }
+    // Free two: one for the client's socket, none left for accept.
+    ::close(hogs.back());
+    hogs.pop_back();
+    auto pending = co_await connect(l.local_endpoint());
+    EXPECT_TRUE(pending);
+    auto failed = co_await l.accept();
+    EXPECT_FALSE(failed);
+    EXPECT_TRUE(failed.error.value() == EMFILE || failed.error.value() == ENFILE) << failed.error.message();
+    // The existing connection still serves.
+    auto w = co_await c1.value.send_all(as_bytes("ping"));
+    EXPECT_TRUE(w);
+    std::byte b[4];
+    auto r = co_await c1.value.recv(b);
+    EXPECT_TRUE(r && r.value == 4);
+    // Descriptors free up: the waiting connection is accepted.
+    for (int fd : hogs) ::close(fd);
+    auto ok = co_await l.accept();
+    EXPECT_TRUE(ok) << ok.error.message();
+  };
+  // Lowered so the exhaustion is quick; restored before the next test.
+  rlimit low = old;
+  low.rlim_cur = std::min<rlim_t>(old.rlim_cur, 256);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  cowq::sync_wait(rt, t());
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+}
+
+TEST(net, udp_send_to_and_receive_from) {
+  cowq::runtime rt;
+  auto a = udp_socket::bind({asio::ip::make_address("127.0.0.1"), 0});
+  auto b = udp_socket::bind({asio::ip::make_address("127.0.0.1"), 0});
+  auto t = [&]() -> cowq::task<void> {
+    auto s = co_await a.send_to(as_bytes("datagram"), b.local_endpoint());
+    EXPECT_TRUE(s);
+    EXPECT_EQ(s.value, 8u);
+    std::byte buf[64];
+    auto r = co_await b.receive_from(buf, 5s);
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r.value.first, 8u);
+    EXPECT_EQ(r.value.second, a.local_endpoint());
+    EXPECT_EQ(std::string(reinterpret_cast<char*>(buf), 8), "datagram");
+  };
+  cowq::sync_wait(rt, t());
+}
+
+TEST(net, unix_stream_echo) {
+  cowq::runtime rt;
+  const std::string path = "/tmp/cowq-test-" + std::to_string(::getpid()) + ".sock";
+  auto l = unix_listener::bind(path);
+  auto t = [&]() -> cowq::task<bool> {
+    cowq::runtime::current()->system_wq().spawn([](unix_listener* ul) -> cowq::task<void> {
+      auto a = co_await ul->accept();
+      if (a) co_await echo(std::move(a.value));
+    }(&l));
+    auto c = co_await connect_unix(path);
+    if (!c) co_return false;
+    auto w = co_await c.value.send_all(as_bytes("over a unix socket"));
+    std::byte back[18];
+    std::size_t got = 0;
+    while (got < sizeof back) {
+      auto r = co_await c.value.recv(std::span(back).subspan(got));
+      if (!r || r.value == 0) break;
+      got += r.value;
+    }
+    co_return w && std::string(reinterpret_cast<char*>(back), got) == "over a unix socket";
+  };
+  EXPECT_TRUE(cowq::sync_wait(rt, t()));
+  ::unlink(path.c_str());
+}
+
+TEST(net, resolve_runs_off_the_workers) {
+  cowq::runtime rt;
+  auto t = []() -> cowq::task<io_value<std::vector<tcp_endpoint>>> { co_return co_await resolve("localhost", "8080"); };
+  auto r = cowq::sync_wait(rt, t());
+  ASSERT_TRUE(r) << r.error.message();
+  ASSERT_FALSE(r.value.empty());
+  EXPECT_TRUE(r.value.front().address().is_loopback());
+  EXPECT_EQ(r.value.front().port(), 8080);
+  auto bad = cowq::sync_wait(rt, []() -> cowq::task<io_value<std::vector<tcp_endpoint>>> {
+    co_return co_await resolve("no-such-host.invalid", "80");
+  }());
+  EXPECT_FALSE(bad);
+}
+
+TEST(net, bind_failure_names_the_endpoint) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  try {
+    auto again = tcp_listener::bind(l.local_endpoint(), {.reuse_address = false});
+    FAIL() << "second bind succeeded";
+  } catch (const std::system_error& e) {
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:"), std::string::npos) << e.what();
+  }
+}
+
+TEST(net, shutdown_cancels_a_pending_accept) {
+  std::atomic<int> cancelled{0};
+  {
+    cowq::runtime rt;
+    auto l = tcp_listener::bind(kLoopback);
+    rt.system_wq().spawn([](tcp_listener* ul, std::atomic<int>* c) -> cowq::task<void> {
+      auto a = co_await ul->accept();
+      if (a.error == std::errc::operation_canceled) c->fetch_add(1);
+    }(&l, &cancelled));
+    rt.system_wq().flush();
+    rt.shutdown();
+  }
+  EXPECT_EQ(cancelled.load(), 1);
+}
+
+}  // namespace
