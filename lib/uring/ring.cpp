@@ -193,11 +193,18 @@ void ring::wait(const __kernel_timespec* timeout) {
     }
     if (has_unsubmitted()) submit_locked();
   }
-  io_uring_cqe* cqe = nullptr;
-  if (timeout != nullptr && g_features.ext_arg)
-    io_uring_wait_cqes(&ring_, &cqe, 1, const_cast<__kernel_timespec*>(timeout), nullptr);
-  else
-    io_uring_wait_cqe(&ring_, &cqe);
+  // A bare io_uring_enter: liburing's wait helpers peek at the CQ head,
+  // which the worker reaping under the pool lock may be advancing at the
+  // same moment. The kernel returns at once if completions are waiting.
+  if (timeout != nullptr && g_features.ext_arg) {
+    io_uring_getevents_arg arg{};
+    arg.ts = reinterpret_cast<std::uint64_t>(timeout);
+    io_uring_enter2(static_cast<unsigned>(ring_.ring_fd), 0, 1,
+                    IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+                    reinterpret_cast<sigset_t*>(&arg), sizeof arg);
+  } else {
+    io_uring_enter(static_cast<unsigned>(ring_.ring_fd), 0, 1, IORING_ENTER_GETEVENTS, nullptr);
+  }
 }
 
 void ring::wake() noexcept {
