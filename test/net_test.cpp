@@ -3,7 +3,10 @@
 #include <cowq/cowq.hpp>
 #include <cowq/net.hpp>
 
+#include "pool/pool.hpp"
+#include "runtime/runtime_impl.hpp"
 #include "test_util.hpp"
+#include "uring/ring.hpp"
 
 #include <gtest/gtest.h>
 
@@ -333,6 +336,27 @@ TEST(net, bind_failure_names_the_endpoint) {
   } catch (const std::system_error& e) {
     EXPECT_NE(std::string(e.what()).find("127.0.0.1:"), std::string::npos) << e.what();
   }
+}
+
+TEST(net, one_multishot_request_serves_many_accepts) {
+  if (!cowq::detail::ring::features().multishot_accept) GTEST_SKIP() << "kernel without multishot accept";
+  cowq::runtime rt({.cpus = {0}});
+  auto& p = *rt.impl().bound_[0][0];
+  auto l = std::make_unique<tcp_listener>(tcp_listener::bind(kLoopback));
+  auto t = [&]() -> cowq::task<int> {
+    int accepted = 0;
+    for (int i = 0; i < 5; ++i) {
+      auto c = co_await connect(l->local_endpoint());
+      auto a = co_await l->accept();
+      if (c && a) ++accepted;
+      // Between accepts the one request stays armed in the kernel.
+      EXPECT_EQ(p.inflight_.load(), 1);
+    }
+    co_return accepted;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, t()), 5);
+  l.reset();  // cancels the request; its last completion frees the state
+  ASSERT_TRUE(wait_until([&] { return p.inflight_.load() == 0; }));
 }
 
 TEST(net, shutdown_cancels_a_pending_accept) {

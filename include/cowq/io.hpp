@@ -62,6 +62,9 @@ struct io_op : resume_node {
     long long tv_nsec;
   } timeout_{};
   bool has_timeout_ = false;
+  // Set when the op waits on a multishot request's queue rather than on a
+  // request of its own (then cancelling it takes it off that queue).
+  void* multishot_ = nullptr;
 };
 inline constexpr std::uint32_t op_submitted = 1;
 inline constexpr std::uint32_t op_cancel_requested = 2;

@@ -20,6 +20,10 @@
 #include <utility>
 #include <vector>
 
+namespace cowq::detail {
+struct accept_state;
+}
+
 namespace cowq::net {
 
 using tcp_endpoint = asio::ip::tcp::endpoint;
@@ -92,15 +96,16 @@ struct listen_options {
 // exhaustion: the listener stays usable and a later accept succeeds).
 class accept_awaitable : public io_awaitable {
  public:
-  accept_awaitable(int fd, io_options opts) noexcept;
+  accept_awaitable(int fd, io_options opts, detail::accept_state* multishot = nullptr) noexcept;
   accept_awaitable(const accept_awaitable&) = delete;
   io_value<stream> await_resume() noexcept;
-  bool await_suspend(std::coroutine_handle<> h) { return io_awaitable::await_suspend(h); }
+  bool await_suspend(std::coroutine_handle<> h);
   bool await_ready() noexcept { return io_awaitable::await_ready(); }
 
  private:
   sockaddr_storage peer_{};
   socklen_t peer_len_ = sizeof(sockaddr_storage);
+  detail::accept_state* multishot_;
 };
 
 class tcp_listener {
@@ -108,13 +113,24 @@ class tcp_listener {
   // socket, bind and listen (plain system calls: none of them waits).
   // Throws std::system_error naming the endpoint on failure.
   static tcp_listener bind(const tcp_endpoint& ep, listen_options opts = {});
-  accept_awaitable accept(io_options opts = {}) noexcept { return {fd_.get(), std::move(opts)}; }
+  tcp_listener() noexcept = default;
+  tcp_listener(tcp_listener&&) noexcept;
+  tcp_listener& operator=(tcp_listener&&) noexcept;
+  ~tcp_listener();
+
+  // Where the kernel has multishot accept, the listener keeps one request
+  // armed on the pool of its first accept, and accepts there take
+  // connections from it; elsewhere each accept is a request of its own.
+  accept_awaitable accept(io_options opts = {}) noexcept {
+    return {fd_.get(), std::move(opts), multishot_};
+  }
   tcp_endpoint local_endpoint() const;
   int native_handle() const noexcept { return fd_.get(); }
-  void close() noexcept { fd_.reset(); }
+  void close() noexcept;
 
  private:
   fd_handle fd_;
+  detail::accept_state* multishot_ = nullptr;  // owned; freed by its last completion
 };
 
 // Connects to ep through the ring.

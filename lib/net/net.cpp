@@ -1,7 +1,9 @@
 // Sockets: the synchronous set-up calls and the ring operations.
 #include "../pool/pool.hpp"
 #include "../runtime/runtime_impl.hpp"
+#include "multishot_accept.hpp"
 #include "resolver.hpp"
+#include "../uring/ring.hpp"
 
 #include <cowq/net.hpp>
 
@@ -112,10 +114,40 @@ std::error_code stream::set_nodelay(bool on) noexcept {
   return {};
 }
 
-accept_awaitable::accept_awaitable(int fd, io_options opts) noexcept
-    : io_awaitable(op_args{.code = op_code::accept, .fd = fd}, std::move(opts)) {
+accept_awaitable::accept_awaitable(int fd, io_options opts, detail::accept_state* multishot) noexcept
+    : io_awaitable(op_args{.code = op_code::accept, .fd = fd}, std::move(opts)), multishot_(multishot) {
   args_.addr = &peer_;
   args_.addrlen_out = &peer_len_;
+}
+
+bool accept_awaitable::await_suspend(std::coroutine_handle<> h) {
+  if (multishot_ != nullptr) {
+    op_.handle_ = h;
+    // Registered first, as for any operation: see io_awaitable.
+    if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
+    if (detail::multishot_accept_start(multishot_, &op_)) return op_.handle_ != nullptr;
+    cancel_.reset();
+  }
+  return io_awaitable::await_suspend(h);
+}
+
+tcp_listener::tcp_listener(tcp_listener&& o) noexcept
+    : fd_(std::move(o.fd_)), multishot_(std::exchange(o.multishot_, nullptr)) {}
+
+tcp_listener& tcp_listener::operator=(tcp_listener&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd_ = std::move(o.fd_);
+    multishot_ = std::exchange(o.multishot_, nullptr);
+  }
+  return *this;
+}
+
+tcp_listener::~tcp_listener() { close(); }
+
+void tcp_listener::close() noexcept {
+  if (multishot_ != nullptr) detail::multishot_accept_close(std::exchange(multishot_, nullptr));
+  fd_.reset();
 }
 
 io_value<stream> accept_awaitable::await_resume() noexcept {
@@ -128,6 +160,7 @@ tcp_listener tcp_listener::bind(const tcp_endpoint& ep, listen_options opts) {
   tcp_listener l;
   l.fd_ = fd_handle(make_socket(ep.protocol().family(), SOCK_STREAM));
   listen_on(l.fd_.get(), ep.data(), static_cast<socklen_t>(ep.size()), opts, describe(ep));
+  if (detail::ring::features().multishot_accept) l.multishot_ = detail::make_accept_state(l.fd_.get());
   return l;
 }
 

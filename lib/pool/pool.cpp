@@ -56,6 +56,7 @@
 #include "pool.hpp"
 
 #include "../log/log.hpp"
+#include "../net/multishot_accept.hpp"
 #include "../runtime/runtime_impl.hpp"
 #include "../util/futex.hpp"
 #include "../util/tsan.hpp"
@@ -620,7 +621,10 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk) {
       lk.lock();
     }
     const unsigned n = ring_->reap([this](std::uint64_t ud, int res, unsigned flags) {
-      complete_op(reinterpret_cast<io_op*>(ud), res, flags);
+      if (ud & kUdMultishotTag)
+        multishot_accept_complete(*this, reinterpret_cast<accept_state*>(ud & ~kUdMultishotTag), res, flags);
+      else
+        complete_op(reinterpret_cast<io_op*>(ud), res, flags);
     });
     did = n != 0;
     if (did && need_more_worker()) {

@@ -3,6 +3,7 @@
 #include "../pool/pool.hpp"
 #include "../util/tsan.hpp"
 #include "ring.hpp"
+#include "../net/multishot_accept.hpp"
 
 #include <cowq/io.hpp>
 
@@ -135,6 +136,11 @@ void cancel_op(io_op* op) noexcept {
   // one of the two sees the other's bit and sends the cancel.
   if ((op->state_.fetch_or(op_cancel_requested, std::memory_order_acq_rel) & op_submitted) == 0)
     return;
+  if (op->multishot_ != nullptr) {
+    // Waiting on a shared request: leave it armed, just stop waiting.
+    multishot_accept_cancel(op);
+    return;
+  }
   ring& r = *op->pool_->ring_;
   std::lock_guard g(r.sq_lock_);
   prep_cancel(r, op);

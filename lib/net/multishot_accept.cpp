@@ -1,0 +1,135 @@
+// Multishot accept: one request, many connections.
+//
+// The state lives on the heap, owned jointly by the listener and by the
+// request in the kernel: it is freed when both are done with it (the
+// listener closed, and the request's last completion, the one without
+// IORING_CQE_F_MORE, reaped). Every field is under the home pool's lock
+// except where noted.
+#include "multishot_accept.hpp"
+
+#include "../log/log.hpp"
+#include "../util/tsan.hpp"
+
+#include <cowq/net.hpp>
+
+#include <cerrno>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace cowq::detail {
+
+namespace {
+
+void arm_locked(accept_state* s) {
+  ring& r = *s->home->ring_;
+  std::lock_guard g(r.sq_lock_);
+  io_uring_sqe* sqe = r.sqe_locked();
+  if (sqe == nullptr) return;
+  io_uring_prep_multishot_accept(sqe, s->fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdMultishotTag);
+  s->armed = true;
+  s->home->inflight_.fetch_add(1, std::memory_order_relaxed);
+  tsan_release(s);
+}
+
+void destroy(accept_state* s) {
+  for (int fd : s->ready) ::close(fd);
+  delete s;
+}
+
+}  // namespace
+
+accept_state* make_accept_state(int fd) { return new accept_state(fd); }
+
+bool multishot_accept_start(accept_state* s, io_op* op) {
+  worker* w = current_worker();
+  pwq* q = current_pwq();
+  if (w == nullptr || q == nullptr) return false;
+  pool* p = w->pool_;
+  if (p->io_closed_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard g(p->lock_);
+  if (s->home == nullptr) s->home = p;
+  if (s->home != p || s->waiter != nullptr) return false;  // single-shot instead
+  op->pool_ = p;
+  op->pwq_ = q;
+  op->multishot_ = s;
+  if (!s->ready.empty()) {
+    op->res_ = s->ready.front();
+    s->ready.pop_front();
+    op->state_.store(op_submitted, std::memory_order_relaxed);
+    op->handle_ = nullptr;  // completed at once
+    return true;
+  }
+  if (s->error != 0) {
+    op->res_ = -std::exchange(s->error, 0);
+    op->handle_ = nullptr;
+    return true;
+  }
+  // A stop requested before we got here was left to us.
+  if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested) {
+    op->res_ = -ECANCELED;
+    op->handle_ = nullptr;
+    return true;
+  }
+  s->waiter = op;
+  if (!s->armed) arm_locked(s);
+  return true;
+}
+
+void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags) {
+  tsan_acquire(s);
+  if ((flags & IORING_CQE_F_MORE) == 0) {
+    s->armed = false;
+    p.inflight_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (io_op* w = s->waiter) {
+    s->waiter = nullptr;
+    w->res_ = res;
+    p.enqueue_locked(w->pwq_, w);
+  } else if (res >= 0) {
+    if (s->closed) ::close(res);
+    else s->ready.push_back(res);
+  } else if (res != -ECANCELED) {
+    // Kept for the next accept: EMFILE must reach the server loop.
+    s->error = -res;
+  }
+  if (!s->armed && s->closed) destroy(s);
+}
+
+bool multishot_accept_cancel(io_op* op) noexcept {
+  auto* s = static_cast<accept_state*>(op->multishot_);
+  pool* p = op->pool_;
+  std::lock_guard g(p->lock_);
+  if (s->waiter != op) return true;  // already completed
+  s->waiter = nullptr;
+  op->res_ = -ECANCELED;
+  p->enqueue_locked(op->pwq_, op);
+  return true;
+}
+
+void multishot_accept_close(accept_state* s) {
+  pool* p = s->home;
+  if (p == nullptr) {
+    destroy(s);
+    return;
+  }
+  bool destroy_now = false;
+  {
+    std::lock_guard g(p->lock_);
+    s->closed = true;
+    if (!s->armed) {
+      destroy_now = true;
+    } else {
+      ring& r = *p->ring_;
+      std::lock_guard sg(r.sq_lock_);
+      if (io_uring_sqe* sqe = r.sqe_locked()) {
+        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdMultishotTag, 0);
+        io_uring_sqe_set_data64(sqe, kUdIgnore);
+      }
+      r.submit_locked();
+    }
+  }
+  if (destroy_now) destroy(s);
+}
+
+}  // namespace cowq::detail
