@@ -470,6 +470,11 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
     w->counted_ = false;
     --nr_running_;
     kick(lk);
+    if (worker* p = kick_poller_locked()) {
+      lk.unlock();
+      signal_worker(p);
+      lk.lock();
+    }
   }
   lk.unlock();
 
