@@ -642,11 +642,14 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk) {
   }
   if (!timers_.empty()) {
     // Due timers fire outside the lock: their callbacks queue work.
+    // Linked in deadline order: timers due together fire in that order.
     timer_node* due = nullptr;
+    timer_node** tail = &due;
     const auto now = clock::now();
     while (timer_node* t = timers_.pop_due(now)) {
-      t->next_due_ = due;
-      due = t;
+      t->next_due_ = nullptr;
+      *tail = t;
+      tail = &t->next_due_;
     }
     if (due != nullptr) {
       did = true;
