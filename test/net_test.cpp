@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <numeric>
@@ -90,8 +91,27 @@ TEST(net, tcp_echo_round_trips_every_byte) {
   ASSERT_TRUE(wait_until([&] { return echoed.load() == (1u << 20); }));
 }
 
-TEST(net, many_concurrent_connections) {
-  cowq::runtime rt;
+void run_many_connections(cowq::runtime& rt);
+
+int open_fds() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+TEST(net, many_concurrent_connections_leak_no_descriptor) {
+  const int fds_before = open_fds();
+  {
+    cowq::runtime rt;
+    run_many_connections(rt);
+  }
+  EXPECT_EQ(open_fds(), fds_before);
+}
+
+void run_many_connections(cowq::runtime& rt) {
   auto l = tcp_listener::bind(kLoopback);
   constexpr int kConns = 100;
   std::atomic<std::size_t> echoed{0};
@@ -105,6 +125,8 @@ TEST(net, many_concurrent_connections) {
     co_return ok;
   };
   EXPECT_EQ(cowq::sync_wait(rt, all()), kConns);
+  // Every server-side connection finishes (the clients have closed).
+  ASSERT_TRUE(wait_until([&] { return rt.stats().live_coroutines == 0; }));
 }
 
 TEST(net, recv_timeout_gives_timed_out) {

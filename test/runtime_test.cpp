@@ -7,8 +7,16 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using cowq::test::wait_until;
@@ -126,6 +134,51 @@ TEST(runtime, shutdown_from_a_worker_is_refused) {
     co_return false;
   };
   EXPECT_TRUE(cowq::sync_wait(rt, t()));
+}
+
+// In a child: makes io_uring_setup fail with EPERM, as a container's
+// seccomp profile does, then reports what constructing a runtime said.
+std::string runtime_error_under_seccomp() {
+  int fds[2];
+  if (::pipe(fds) != 0) return "pipe failed";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    std::string msg = "no error";
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+      msg = "seccomp unavailable";
+    } else {
+      try {
+        cowq::runtime rt;
+      } catch (const std::system_error& e) {
+        msg = e.what();
+      }
+    }
+    [[maybe_unused]] auto n = ::write(fds[1], msg.data(), msg.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  return out;
+}
+
+TEST(runtime, refused_io_uring_is_a_clear_error) {
+  const std::string msg = runtime_error_under_seccomp();
+  if (msg == "seccomp unavailable") GTEST_SKIP() << "cannot install a seccomp filter here";
+  EXPECT_NE(msg.find("io_uring is not permitted"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("seccomp"), std::string::npos) << msg;
 }
 
 TEST(runtime, suspended_detached_coroutines_are_reported_at_shutdown) {
