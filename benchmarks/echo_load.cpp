@@ -208,7 +208,7 @@ void print_json(double window_s, double server_cpu_s, double driver_cpu_s, const
       p50, p90, p99, p999, mx, g_bytes_verified, g_bytes_verified_window, g_errors,
       window_s > 0 ? 100.0 * driver_cpu_s / window_s : 0.0, server_cpu_s,
       (server_cpu_s >= 0 && g_stats.msgs > 0) ? server_cpu_s * 1e6 / static_cast<double>(g_stats.msgs) : -1.0,
-      100.0 * g_machine_busy_cpus,
+      g_machine_busy_cpus >= 0 ? 100.0 * g_machine_busy_cpus : -1.0,
       // What else ran on the machine meanwhile (other processes, interrupts).
       window_s > 0 && g_machine_busy_cpus >= 0
           ? 100.0 * (g_machine_busy_cpus - (driver_cpu_s + std::max(server_cpu_s, 0.0)) / window_s)
