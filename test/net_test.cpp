@@ -381,6 +381,24 @@ TEST(net, one_multishot_request_serves_many_accepts) {
   ASSERT_TRUE(wait_until([&] { return p.inflight_.load() == 0; }));
 }
 
+TEST(net, stop_token_cancels_an_accept_on_an_idle_pool) {
+  cowq::runtime rt({.cpus = {0}});
+  auto l = tcp_listener::bind(kLoopback);
+  std::stop_source src;
+  std::atomic<int> cancelled{0};
+  rt.system_wq().spawn([](tcp_listener* ul, std::stop_token tok, std::atomic<int>* c) -> cowq::task<void> {
+    auto a = co_await ul->accept(tok);
+    if (a.error == std::errc::operation_canceled) c->fetch_add(1);
+  }(&l, src.get_token(), &cancelled));
+  // Wait until the accept is parked and every worker of the pool is idle.
+  ASSERT_TRUE(wait_until([&] {
+    auto s = rt.stats();
+    return s.live_coroutines == 1 && s.pools[0].running == 0 && s.pools[0].pending == 0;
+  }));
+  src.request_stop();  // from a thread that is not a worker
+  ASSERT_TRUE(wait_until([&] { return cancelled.load() == 1; }));
+}
+
 TEST(net, shutdown_cancels_a_pending_accept) {
   std::atomic<int> cancelled{0};
   {

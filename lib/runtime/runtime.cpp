@@ -129,6 +129,7 @@ void runtime_impl::shutdown() {
   };
   int fired = 0;
   bool io_cancelled = false;
+  auto next_warning = clock::now() + std::chrono::seconds(1);
   for (unsigned round = 0;; ++round) {
     fired += fire_delayed();
     for (auto* w : all)
@@ -146,9 +147,14 @@ void runtime_impl::shutdown() {
       for (auto& p : pools_) cancel_all_io(*p);
       continue;
     }
-    if (round % 1000 == 999)
-      log().warn("shutdown: {} I/O operations still in flight", inflight());
-    std::this_thread::yield();
+    // Cancelled requests complete within microseconds; a request the
+    // kernel cannot cancel at once (a file read from a slow disk) is said
+    // once a second rather than spun on silently.
+    if (clock::now() >= next_warning) {
+      if (round > 0) log().warn("shutdown: {} I/O operations still in flight", inflight());
+      next_warning = clock::now() + std::chrono::seconds(1);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   if (fired > 0) log().info("shutdown ran {} delayed work items early", fired);
 
@@ -189,7 +195,9 @@ runtime_stats runtime_impl::stats() {
       ps.workers_created = p->workers_created_;
       ps.workers_destroyed = p->workers_destroyed_;
       ps.pending = p->nr_pending_;
+      ps.timers = static_cast<int>(p->timers_.size());
     }
+    ps.io_in_flight = p->inflight_.load(std::memory_order_relaxed);
     s.live_coroutines += p->live_coroutines();
     s.pools.push_back(std::move(ps));
   }
