@@ -89,6 +89,8 @@ constexpr std::size_t kMaxZombies = 256;
 // larger and the kernel keeps any overflow, so this bounds only how many
 // operations are prepared between two submissions.
 constexpr unsigned kRingEntries = 256;
+// Items run between two submissions at most, when work keeps coming.
+constexpr int kSubmitBatch = 16;
 
 // initial-exec: read with one %fs-relative load instead of a call to
 // __tls_get_addr on every item; libcowq is linked at start-up, not dlopen'ed
@@ -251,6 +253,7 @@ void pool::worker_main(worker* w) {
     }
     if (w->exit_) break;
 
+    int unsubmitted_items = 0;
     // Busy and counted: whoever woke us did the accounting. Make sure a
     // spare is idle before starting, so a block finds one ready.
     if (nr_idle_ + nr_starting_ == 0 && !worklist_.empty()) manage_workers_once(lk);
@@ -277,9 +280,23 @@ void pool::worker_main(worker* w) {
         break;
       }
       process_one(w, n, lk);
+      // What the items prepared goes to the kernel once per loop turn:
+      // when the worklist runs dry, and every kSubmitBatch items so a
+      // long turn does not hold the first requests back.
+      if (ring_->has_unsubmitted() && (++unsubmitted_items >= kSubmitBatch || worklist_.empty())) {
+        unsubmitted_items = 0;
+        lk.unlock();
+        ring_->submit();
+        lk.lock();
+      }
     }
 
-    // Go idle.
+    // Go idle, leaving nothing prepared behind.
+    if (ring_->has_unsubmitted()) {
+      lk.unlock();
+      ring_->submit();
+      lk.lock();
+    }
     w->counted_ = false;
     --nr_running_;
     w->idle_ = true;
@@ -483,8 +500,6 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
                 std::memory_order_relaxed);
   n->run_(n);  // may free n
   tls_pwq = nullptr;
-  // Everything the item prepared goes to the kernel in one io_uring_enter.
-  ring_->submit();
 
   lk.lock();
   link_deferred(w);
@@ -508,6 +523,8 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
 }
 
 void pool::worker_sleeping(worker* w) {
+  // Requests this worker prepared must not wait behind its block.
+  if (w == tls_worker) ring_->submit();
   std::unique_lock lk(lock_);
   // What this worker deferred must not wait behind its block.
   if (w == tls_worker) link_deferred(w);
@@ -632,21 +649,21 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk) {
         complete_op(reinterpret_cast<io_op*>(ud), res, flags);
     });
     did = n != 0;
-    if (did && need_more_worker()) {
-      if (worker* x = wake_one_idle()) {
-        lk.unlock();
-        signal_worker(x);
-        lk.lock();
-      }
-    }
   }
   if (!timers_.empty()) {
-    // Due timers fire outside the lock: their callbacks queue work.
-    // Linked in deadline order: timers due together fire in that order.
+    // Sleepers are queued under the lock; other timers (delayed work, the
+    // idle timer) fire after it is dropped, linked in deadline order so
+    // that timers due together fire in that order.
     timer_node* due = nullptr;
     timer_node** tail = &due;
     const auto now = clock::now();
     while (timer_node* t = timers_.pop_due(now)) {
+      did = true;
+      if (t->fire_locked_) {
+        // A sleeper: queued right here, under the lock we hold anyway.
+        t->fire_(t);
+        continue;
+      }
       t->next_due_ = nullptr;
       *tail = t;
       tail = &t->next_due_;
@@ -659,6 +676,15 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk) {
         due = t->next_due_;
         t->fire_(t);
       }
+      lk.lock();
+    }
+  }
+  // Completions and sleepers joined the worklist: an unbound pool may want
+  // another worker for them (a CPU's pool already has this one running).
+  if (did && need_more_worker()) {
+    if (worker* x = wake_one_idle()) {
+      lk.unlock();
+      signal_worker(x);
       lk.lock();
     }
   }
