@@ -20,6 +20,8 @@ struct pool_stats {
   std::uint64_t workers_created = 0;
   std::uint64_t workers_destroyed = 0;
   int pending = 0;      // items on the worklist
+  int timers = 0;       // armed deadlines in the pool's heap (sleeps, delayed work)
+  std::int64_t io_in_flight = 0;  // io_uring requests submitted, not yet reaped
 };
 
 struct workqueue_stats {

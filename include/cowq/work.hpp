@@ -25,8 +25,10 @@ struct work_ops;
 struct timer_node {
   std::chrono::steady_clock::time_point deadline_{};
   std::size_t heap_index_ = static_cast<std::size_t>(-1);
-  // Called without any lock held once the deadline has passed.
+  // Called once the deadline has passed: with the owning pool's lock held
+  // if fire_locked_, else with no lock held.
   void (*fire_)(timer_node*) = nullptr;
+  bool fire_locked_ = false;
   timer_node* next_due_ = nullptr;  // links due timers while they fire
   bool armed() const noexcept { return heap_index_ != static_cast<std::size_t>(-1); }
 };

@@ -22,7 +22,13 @@ void wake_sleeper(io_op* op, int res) {
   if (wake != nullptr) signal_worker(wake);
 }
 
-void sleep_fired(timer_node* t) { wake_sleeper(static_cast<sleep_timer*>(t)->op_, 0); }
+// Runs under the pool lock (fire_locked_): the poll that found it due
+// queues it without taking the lock again.
+void sleep_fired(timer_node* t) {
+  io_op* op = static_cast<sleep_timer*>(t)->op_;
+  op->res_ = 0;
+  op->pool_->enqueue_locked(op->pwq_, op);
+}
 
 }  // namespace
 
@@ -43,6 +49,7 @@ bool start_sleep(io_op* op, sleep_timer* t, std::chrono::steady_clock::time_poin
   op->pool_ = p;
   op->pwq_ = q;
   t->fire_ = &sleep_fired;
+  t->fire_locked_ = true;
   std::lock_guard g(p->lock_);
   // A stop that came before the timer was armed left the cancel to us
   // (acq_rel pairs with the fetch_or in cancel_sleep()).
@@ -67,11 +74,17 @@ void cancel_sleep(io_op* op, sleep_timer* t) noexcept {
 }
 
 void cancel_all_sleeps(pool& p) {
-  for (timer_node* t : [&] {
-         std::lock_guard g(p.lock_);
-         return p.timers_.take_all(&sleep_fired);
-       }())
-    wake_sleeper(static_cast<sleep_timer*>(t)->op_, -ECANCELED);
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(p.lock_);
+    for (timer_node* t : p.timers_.take_all(&sleep_fired)) {
+      io_op* op = static_cast<sleep_timer*>(t)->op_;
+      op->res_ = -ECANCELED;
+      p.enqueue_locked(op->pwq_, op);
+    }
+    if (p.need_more_worker()) wake = p.wake_one_idle();
+  }
+  if (wake != nullptr) signal_worker(wake);
 }
 
 }  // namespace cowq::detail
