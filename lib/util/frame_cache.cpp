@@ -41,20 +41,34 @@ struct free_block {
   free_block* next;
 };
 
+// Trivially destructible, so reaching it is one %fs-relative load: a
+// thread_local with a destructor also needs its registration guard, a
+// global-dynamic TLS variable read through __tls_get_addr on every access.
 struct cache {
-  free_block* head[kClasses] = {};
-  std::size_t bytes = 0;
-  ~cache() {
+  free_block* head[kClasses];
+  std::size_t bytes;
+};
+
+[[gnu::tls_model("initial-exec")]] thread_local cache t_cache;
+
+// Returns the cached blocks when the thread exits. Touched only when a
+// thread first caches a block, so its guard is off the hot path.
+struct cache_owner {
+  bool armed = false;
+  ~cache_owner() {
     for (std::size_t c = 0; c < kClasses; ++c)
-      while (free_block* b = head[c]) {
-        head[c] = b->next;
+      while (free_block* b = t_cache.head[c]) {
+        t_cache.head[c] = b->next;
         std::free(b);
       }
+    t_cache.bytes = 0;
   }
 };
 
-// initial-exec: one %fs-relative load per frame, no __tls_get_addr call.
-[[gnu::tls_model("initial-exec")]] thread_local cache t_cache;
+void arm_cache_owner() {
+  static thread_local cache_owner owner;
+  owner.armed = true;
+}
 
 inline std::size_t class_of(std::size_t size) noexcept { return (size - 1) / kGranule; }
 
@@ -81,6 +95,7 @@ void frame_free(void* p, std::size_t size) noexcept {
   if (c < kClasses) {
     cache& k = t_cache;
     if (k.bytes < kMaxCachedBytes) {
+      if (k.bytes == 0) arm_cache_owner();
       auto* b = static_cast<free_block*>(p);
       b->next = k.head[c];
       k.head[c] = b;
