@@ -48,6 +48,7 @@ for s in $servers; do
     asio) cmd=("$build/benchmarks/echo_asio" --port 0 --address 127.0.0.1) ;;
     *) echo "unknown server $s" >&2; exit 2 ;;
   esac
+  : > "$log"  # not only in the child: the wait below must not see the previous server's line
   "${cmd[@]}" > "$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do grep -q '^listening on' "$log" && break; sleep 0.05; done

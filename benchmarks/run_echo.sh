@@ -120,6 +120,10 @@ start_server() {  # name -> server_pid, server_port
     asio) cmd=("$build/benchmarks/echo_asio" --port 0 --cpu 0 --address 127.0.0.1) ;;
     *) echo "unknown server $name" >&2; exit 2 ;;
   esac
+  # Emptied here, not by the redirection below: that runs in the forked
+  # child, and until it does the loop below could read the previous run's
+  # "listening on" line (a stale port: connection refused).
+  : > "$log"
   # taskset and nice exec the server: $! is the server's pid.
   taskset -c 0 "${prio[@]}" "${cmd[@]}" > "$log" 2>&1 &
   server_pid=$!
