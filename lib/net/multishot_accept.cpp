@@ -99,18 +99,13 @@ void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags
 bool multishot_accept_cancel(io_op* op) noexcept {
   auto* s = static_cast<accept_state*>(op->multishot_);
   pool* p = op->pool_;
-  worker* wake = nullptr;
   {
     std::lock_guard g(p->lock_);
     if (s->waiter != op) return true;  // already completed
     s->waiter = nullptr;
-    op->res_ = -ECANCELED;
-    p->enqueue_locked(op->pwq_, op);
-    // The canceller is usually not a worker of this pool, which may be
-    // idle: someone must run the resumption.
-    if (p->need_more_worker()) wake = p->wake_one_idle();
   }
-  if (wake != nullptr) signal_worker(wake);
+  // No longer the waiter, so no completion can queue it: we do.
+  p->complete_from_outside(op, -ECANCELED);
   return true;
 }
 

@@ -27,7 +27,7 @@ void resolver_thread::post(resolve_awaitable* job) {
     }
   }
   job->error = std::make_error_code(std::errc::operation_canceled);
-  complete_foreign(&job->op, 0);
+  job->op.pool_->complete_from_outside(&job->op, 0);
 }
 
 void resolver_thread::stop() {
@@ -56,21 +56,9 @@ void resolver_thread::run() {
     } else {
       for (const auto& e : found) job->results.push_back(e.endpoint());
     }
-    complete_foreign(&job->op, 0);
+    job->op.pool_->complete_from_outside(&job->op, 0);
     lk.lock();
   }
-}
-
-void complete_foreign(io_op* op, int res) {
-  pool* p = op->pool_;
-  worker* wake = nullptr;
-  {
-    std::lock_guard g(p->lock_);
-    op->res_ = res;
-    p->enqueue_locked(op->pwq_, op);
-    if (p->need_more_worker()) wake = p->wake_one_idle();
-  }
-  if (wake != nullptr) signal_worker(wake);
 }
 
 void resolve_awaitable::await_suspend(std::coroutine_handle<> h) {

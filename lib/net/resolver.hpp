@@ -44,7 +44,4 @@ struct resolve_awaitable {
   io_op op;
 };
 
-// Queues op's coroutine on its pool from a thread that is not its worker.
-void complete_foreign(io_op* op, int res);
-
 }  // namespace cowq::detail

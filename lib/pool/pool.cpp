@@ -483,16 +483,7 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   w->current_ = n;
   w->current_pwq_ = q;
   const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
-  if (cpu_intensive) {
-    w->counted_ = false;
-    --nr_running_;
-    kick(lk);
-    if (worker* p = kick_poller_locked()) {
-      lk.unlock();
-      signal_worker(p);
-      lk.lock();
-    }
-  }
+  if (cpu_intensive) leave_running_locked(w, lk);
   lk.unlock();
 
   tls_pwq = q;
@@ -528,15 +519,32 @@ void pool::worker_sleeping(worker* w) {
   std::unique_lock lk(lock_);
   // What this worker deferred must not wait behind its block.
   if (w == tls_worker) link_deferred(w);
-  if (!w->counted_) return;
+  if (w->counted_) leave_running_locked(w, lk);
+}
+
+void pool::leave_running_locked(worker* w, std::unique_lock<spinlock>& lk) {
   w->counted_ = false;
   --nr_running_;
+  // Pending work gets a worker, and completions someone to reap them.
   kick(lk);
-  // Completions must not wait behind the block either.
   if (worker* p = kick_poller_locked()) {
     lk.unlock();
     signal_worker(p);
+    lk.lock();
   }
+}
+
+void pool::complete_from_outside(io_op* op, int res) {
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(lock_);
+    op->res_ = res;
+    enqueue_locked(op->pwq_, op);
+    // The caller is not one of this pool's running workers, and the pool
+    // may be idle: someone must run the resumption.
+    if (need_more_worker()) wake = wake_one_idle();
+  }
+  if (wake != nullptr) signal_worker(wake);
 }
 
 void pool::worker_running(worker* w) {

@@ -210,6 +210,11 @@ struct pool {
   void manage_workers(std::unique_lock<spinlock>& lk);
   // L held: after a worker left nr_running, get pending work a worker.
   void kick(std::unique_lock<spinlock>& lk);
+  // L held (dropped while signalling): w stops counting in nr_running.
+  void leave_running_locked(worker* w, std::unique_lock<spinlock>& lk);
+  // Queues op's coroutine with result res from a thread that is not this
+  // pool's running worker (a canceller, the resolver), waking the pool.
+  void complete_from_outside(io_op* op, int res);
   void process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk);
 };
 

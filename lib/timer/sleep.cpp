@@ -9,19 +9,6 @@ namespace cowq::detail {
 
 namespace {
 
-// Queues the sleeper's coroutine on its pool (the pool lock is taken).
-void wake_sleeper(io_op* op, int res) {
-  pool* p = op->pool_;
-  worker* wake = nullptr;
-  {
-    std::lock_guard g(p->lock_);
-    op->res_ = res;
-    p->enqueue_locked(op->pwq_, op);
-    if (p->need_more_worker()) wake = p->wake_one_idle();
-  }
-  if (wake != nullptr) signal_worker(wake);
-}
-
 // Runs under the pool lock (fire_locked_): the poll that found it due
 // queues it without taking the lock again.
 void sleep_fired(timer_node* t) {
@@ -70,7 +57,7 @@ void cancel_sleep(io_op* op, sleep_timer* t) noexcept {
     // Already fired (or firing): the timer path resumes it, not us.
     if (!p->timers_.cancel(t)) return;
   }
-  wake_sleeper(op, -ECANCELED);
+  p->complete_from_outside(op, -ECANCELED);
 }
 
 void cancel_all_sleeps(pool& p) {
