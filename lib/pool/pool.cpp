@@ -636,11 +636,12 @@ int pool::fire_all_timers(void (*fire)(timer_node*)) {
   return static_cast<int>(due.size());
 }
 
-bool pool::poll_locked(std::unique_lock<spinlock>& lk) {
+bool pool::poll_locked(std::unique_lock<spinlock>& lk, bool poller) {
   // Pure computation pays nothing for the ring: with no request in flight
-  // and no timer armed there is nothing to reap or fire (what may sit in
-  // the CQ then is the poller's eventfd read or a cancel's own result).
-  if (inflight_.load(std::memory_order_relaxed) == 0 && timers_.empty()) return false;
+  // and no timer armed a running worker has nothing to reap or fire. The
+  // poller always reaps: its eventfd read or a cancel's own result left in
+  // the CQ would make its next io_uring_enter return at once, for ever.
+  if (!poller && inflight_.load(std::memory_order_relaxed) == 0 && timers_.empty()) return false;
   bool did = false;
   if (ring_->task_work_pending()) {
     // Cooperative task running: completions wait for us to enter the kernel.
@@ -721,7 +722,7 @@ void pool::poll_as_idle(worker* w, std::unique_lock<spinlock>& lk) {
   lk.lock();
   w->polling_.store(false, std::memory_order_relaxed);
   poller_ = nullptr;
-  poll_locked(lk);
+  poll_locked(lk, /*poller=*/true);
   // Work found while polling: run it ourselves rather than wake another.
   if (w->idle_ && !w->exit_ && need_more_worker()) {
     idle_.erase(std::find(idle_.begin(), idle_.end(), w));

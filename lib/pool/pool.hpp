@@ -155,7 +155,7 @@ struct pool {
 
   // L held: moves completions into the worklist and fires due timers
   // (dropping L around timer callbacks). Returns whether anything was done.
-  bool poll_locked(std::unique_lock<spinlock>& lk);
+  bool poll_locked(std::unique_lock<spinlock>& lk, bool poller = false);
   // L held: arms t; wakes the poller if t became the earliest deadline.
   void arm_timer_locked(timer_node* t, clock::time_point deadline);
   // Arms t on this pool's heap (takes L).
