@@ -50,6 +50,26 @@ void listen_on(int fd, const sockaddr* addr, socklen_t len, const listen_options
   if (::listen(fd, o.backlog) != 0) fail("listen on " + name);
 }
 
+template <typename Endpoint>
+Endpoint local_endpoint_of(int fd) {
+  Endpoint ep;
+  socklen_t len = static_cast<socklen_t>(ep.capacity());
+  if (::getsockname(fd, ep.data(), &len) != 0) fail("getsockname");
+  ep.resize(len);
+  return ep;
+}
+
+// A new stream socket of family, connected to addr through the ring. addr
+// must stay valid until the connect completes (the caller's frame).
+task<io_value<stream>> connect_to(int family, const void* addr, std::uint32_t len, io_options opts) {
+  fd_handle fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) co_return io_value<stream>{{errno, std::system_category()}, {}};
+  io_result r = co_await io_awaitable(
+      op_args{.code = op_code::connect, .fd = fd.get(), .addr = addr, .addrlen = len}, std::move(opts));
+  if (!r) co_return io_value<stream>{r.error, {}};
+  co_return io_value<stream>{{}, stream(std::move(fd))};
+}
+
 }  // namespace
 
 fd_handle& fd_handle::operator=(fd_handle&& o) noexcept {
@@ -164,23 +184,11 @@ tcp_listener tcp_listener::bind(const tcp_endpoint& ep, listen_options opts) {
   return l;
 }
 
-tcp_endpoint tcp_listener::local_endpoint() const {
-  tcp_endpoint ep;
-  socklen_t len = static_cast<socklen_t>(ep.capacity());
-  if (::getsockname(fd_.get(), ep.data(), &len) != 0) fail("getsockname");
-  ep.resize(len);
-  return ep;
-}
+tcp_endpoint tcp_listener::local_endpoint() const { return local_endpoint_of<tcp_endpoint>(fd_.get()); }
 
 task<io_value<stream>> connect(tcp_endpoint ep, io_options opts) {
-  fd_handle fd(::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) co_return io_value<stream>{{errno, std::system_category()}, {}};
-  io_result r = co_await io_awaitable(
-      op_args{.code = op_code::connect, .fd = fd.get(), .addr = ep.data(),
-              .addrlen = static_cast<std::uint32_t>(ep.size())},
-      std::move(opts));
-  if (!r) co_return io_value<stream>{r.error, {}};
-  co_return io_value<stream>{{}, stream(std::move(fd))};
+  co_return co_await connect_to(ep.protocol().family(), ep.data(),
+                                static_cast<std::uint32_t>(ep.size()), std::move(opts));
 }
 
 unix_listener unix_listener::bind(const std::string& path, listen_options opts) {
@@ -211,13 +219,7 @@ task<io_value<stream>> connect_unix(std::string path, io_options opts) {
     co_return io_value<stream>{std::make_error_code(std::errc::filename_too_long), {}};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  fd_handle fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) co_return io_value<stream>{{errno, std::system_category()}, {}};
-  io_result r = co_await io_awaitable(
-      op_args{.code = op_code::connect, .fd = fd.get(), .addr = &addr, .addrlen = sizeof addr},
-      std::move(opts));
-  if (!r) co_return io_value<stream>{r.error, {}};
-  co_return io_value<stream>{{}, stream(std::move(fd))};
+  co_return co_await connect_to(AF_UNIX, &addr, sizeof addr, std::move(opts));
 }
 
 udp_send_awaitable::udp_send_awaitable(int fd, std::span<const std::byte> buf,
@@ -260,13 +262,7 @@ udp_socket udp_socket::bind(const udp_endpoint& ep) {
   return s;
 }
 
-udp_endpoint udp_socket::local_endpoint() const {
-  udp_endpoint ep;
-  socklen_t len = static_cast<socklen_t>(ep.capacity());
-  if (::getsockname(fd_.get(), ep.data(), &len) != 0) fail("getsockname");
-  ep.resize(len);
-  return ep;
-}
+udp_endpoint udp_socket::local_endpoint() const { return local_endpoint_of<udp_endpoint>(fd_.get()); }
 
 task<io_value<std::vector<tcp_endpoint>>> resolve(std::string host, std::string service) {
   detail::resolve_awaitable aw(std::move(host), std::move(service));

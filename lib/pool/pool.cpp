@@ -112,7 +112,6 @@ void idle_timer_fired(timer_node* t) {
 
 worker* current_worker() noexcept { return tls_worker; }
 pwq* current_pwq() noexcept { return tls_pwq; }
-void set_current_pwq(pwq* q) noexcept { tls_pwq = q; }
 
 std::int64_t pool::live_coroutines() const {
   std::lock_guard g(lock_);

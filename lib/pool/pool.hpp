@@ -235,6 +235,5 @@ struct work_access {
 // The thread's worker and the pool workqueue of the item it runs.
 worker* current_worker() noexcept;
 pwq* current_pwq() noexcept;
-void set_current_pwq(pwq* q) noexcept;
 
 }  // namespace cowq::detail
