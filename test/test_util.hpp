@@ -68,4 +68,16 @@ inline char thread_state(pid_t tid) {
   return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
 }
 
+// How many times a thread of this process has given up its CPU of its own
+// accord (each sleep counts one): tells a thread that slept again apart from
+// one that never woke.
+inline long voluntary_switches(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/status");
+  std::string line;
+  const std::string key = "voluntary_ctxt_switches:";
+  while (std::getline(f, line))
+    if (line.compare(0, key.size(), key) == 0) return std::stol(line.substr(key.size()));
+  return -1;
+}
+
 }  // namespace cowq::test

@@ -6,12 +6,18 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <atomic>
 #include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
 using cowq::test::wait_until;
+using cowq::test::this_tid;
+using cowq::test::thread_state;
+using cowq::test::voluntary_switches;
 
 namespace {
 
@@ -91,6 +97,44 @@ TEST(work, queued_while_running_runs_again_after) {
   ASSERT_TRUE(wait_until([&] { return runs.load() == 2; }));
   cowq::flush_work(w);
   EXPECT_EQ(runs.load(), 2);
+}
+
+TEST(work, flush_behind_a_running_run_waits_for_the_pending_one) {
+  cowq::runtime rt;
+  std::atomic<int> gate{0};  // how many runs may finish
+  std::atomic<int> started{0};
+  cowq::work w([&] {
+    const int me = started.fetch_add(1);
+    EXPECT_TRUE(wait_until([&] { return gate.load() > me; }));
+  });
+  ASSERT_TRUE(cowq::queue_work(rt.system_wq(), w));
+  ASSERT_TRUE(wait_until([&] { return started.load() == 1; }));
+  ASSERT_TRUE(cowq::queue_work(rt.system_wq(), w));  // pending behind the running run
+
+  std::atomic<pid_t> flusher_tid{0};
+  std::atomic<bool> flushed{false};
+  std::thread flusher([&] {
+    flusher_tid = this_tid();
+    EXPECT_TRUE(cowq::flush_work(w));
+    flushed = true;
+  });
+  ASSERT_TRUE(wait_until([&] { return flusher_tid.load() != 0 && thread_state(flusher_tid) == 'S'; }));
+  const long slept = voluntary_switches(flusher_tid);
+  // The first run ends and wakes the flusher; the second one starts. The
+  // flusher must go back to sleep still registered for the second run.
+  gate = 1;
+  ASSERT_TRUE(wait_until([&] { return started.load() == 2; }));
+  ASSERT_TRUE(wait_until([&] {
+    return voluntary_switches(flusher_tid) > slept && thread_state(flusher_tid) == 'S';
+  }));
+  EXPECT_FALSE(flushed.load());
+  gate = 2;
+  if (!wait_until([&] { return flushed.load(); })) {
+    // The flusher would sleep forever on a stack that is about to go.
+    std::fprintf(stderr, "flush_work missed the end of the run it waited for\n");
+    std::_Exit(1);
+  }
+  flusher.join();
 }
 
 TEST(work, exceptions_are_counted_against_the_workqueue) {
@@ -259,9 +303,17 @@ TEST(delayed_work, many_timers_fire_in_deadline_order) {
   for (int i = 0; i < kN; ++i) {
     works.push_back(std::make_unique<cowq::delayed_work>([&order, i] { order.push_back(i); }));
   }
-  // Queued in reverse so heap order, not queueing order, decides.
-  for (int i = kN - 1; i >= 0; --i)
-    cowq::queue_delayed_work(wq, *works[static_cast<std::size_t>(i)], std::chrono::milliseconds(5 + 2 * i));
+  // Queued in reverse so heap order, not queueing order, decides. Deadlines
+  // are fixed against one start time: a delay measured from each call would
+  // let a preempted loop swap two neighbours.
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = kN - 1; i >= 0; --i) {
+    const auto deadline = start + std::chrono::milliseconds(100 + 2 * i);
+    const auto delay = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        deadline - std::chrono::steady_clock::now());
+    EXPECT_GT(delay.count(), 0) << "queueing took longer than the first deadline";
+    cowq::queue_delayed_work(wq, *works[static_cast<std::size_t>(i)], std::max(delay, 0ns));
+  }
   ASSERT_TRUE(wait_until([&] { return !works.back()->pending(); }));
   for (auto& w : works) cowq::flush_work(*w);
   ASSERT_EQ(order.size(), static_cast<std::size_t>(kN));

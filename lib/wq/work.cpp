@@ -134,12 +134,28 @@ struct work_ops {
     }
   }
 
+  // The caller has set waiters_ under the lock of w.pool_.
   static void wait_finished(work& w, std::uint32_t target) noexcept {
     for (;;) {
       // Acquire pairs with the release increments of finished_.
       const std::uint32_t f = w.finished_.load(std::memory_order_acquire);
       if (static_cast<std::int32_t>(f - target) >= 0) return;
       futex_wait(&w.finished_, f);
+      // The run that woke us cleared waiters_; it may not be the run we
+      // wait for (a flush behind a pending run is woken when the running
+      // one ends). Register again before looking, or the next finish would
+      // not wake us.
+      register_waiter(w);
+    }
+  }
+
+  static void register_waiter(work& w) noexcept {
+    for (;;) {
+      pool* p = w.pool_.load(std::memory_order_acquire);
+      std::lock_guard g(p->lock_);
+      if (w.pool_.load(std::memory_order_relaxed) != p) continue;
+      w.waiters_ = true;
+      return;
     }
   }
 
