@@ -146,6 +146,19 @@ bool pool::too_many_workers() const noexcept {
          (nr_idle - kIdleReserve) * kMaxIdleWorkersRatio >= nr_busy;
 }
 
+void pool::enter_idle_locked(worker* w) {
+  w->idle_ = true;
+  idle_.push_back(w);
+  ++nr_idle_;
+  w->last_active_ = clock::now();
+  // Checked by every worker that becomes idle, a new one included: the
+  // surplus of a burst of creation may only show once the last one starts.
+  if (too_many_workers() && !idle_timer_armed_) {
+    idle_timer_armed_ = true;
+    arm_timer_locked(&idle_timer_, w->last_active_ + rt_->opts_.idle_timeout);
+  }
+}
+
 worker* pool::wake_one_idle() noexcept {
   if (idle_.empty()) return nullptr;
   worker* w = idle_.back();
@@ -230,10 +243,7 @@ void pool::worker_main(worker* w) {
   // Published only now, so whoever sees the tid sees a named, pinned thread.
   w->tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
   --nr_starting_;
-  w->idle_ = true;
-  idle_.push_back(w);
-  ++nr_idle_;
-  w->last_active_ = clock::now();
+  enter_idle_locked(w);
   // Work may have been queued while this thread was starting.
   if (need_more_worker()) signal_worker(wake_one_idle());
 
@@ -298,14 +308,7 @@ void pool::worker_main(worker* w) {
     }
     w->counted_ = false;
     --nr_running_;
-    w->idle_ = true;
-    idle_.push_back(w);
-    ++nr_idle_;
-    w->last_active_ = clock::now();
-    if (too_many_workers() && !idle_timer_armed_) {
-      idle_timer_armed_ = true;
-      arm_timer_locked(&idle_timer_, w->last_active_ + rt_->opts_.idle_timeout);
-    }
+    enter_idle_locked(w);
   }
 
   // Leaving: asked by the idle timer or by shutdown.

@@ -196,6 +196,8 @@ struct pool {
   }
   bool too_many_workers() const noexcept;
   worker* wake_one_idle() noexcept;  // L held; returns the worker to signal
+  // L held: w joins idle_; arms the idle timer if that makes too many.
+  void enter_idle_locked(worker* w);
   void activate_inactive(pwq* q) noexcept;
   // L held: an item of q leaves flight; returns its workqueue if that
   // completed a flush (signal with finish_flush_of after unlocking).
