@@ -1,6 +1,7 @@
 // Everything cowq offers, for users who want one include.
 #pragma once
 
+#include <cowq/blocking.hpp>
 #include <cowq/file.hpp>
 #include <cowq/io.hpp>
 #include <cowq/runtime.hpp>

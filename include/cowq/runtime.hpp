@@ -16,6 +16,23 @@ namespace detail {
 struct runtime_impl;
 }
 
+// The watchdog: one thread per runtime that finds workers blocked or
+// hogging a CPU in code nobody marked (see cowq/blocking.hpp), and retries
+// worker creation (calling the rescuers) when a pool cannot grow. It sleeps
+// while no pool has work waiting.
+struct watchdog_options {
+  // Detect unmarked blocking and CPU hogs. Off, a worker stuck in a system
+  // call holds its pool's other items back, as in other executors.
+  bool detect_blocking = true;
+  // How often the watchdog looks while work waits somewhere. A blocked
+  // worker is found within about two ticks.
+  std::chrono::microseconds tick{500};
+  // A worker running one item this long without sleeping is a CPU hog: it
+  // stops counting as running, and the item is named once in the log (the
+  // kernel's wq_cpu_intensive_thresh_us).
+  std::chrono::microseconds cpu_hog_threshold{10'000};
+};
+
 struct runtime_options {
   // CPUs the pools use; empty means every CPU the process may run on
   // (sched_getaffinity, so taskset and cpusets are respected). CPUs outside
@@ -24,13 +41,15 @@ struct runtime_options {
   // Idle workers beyond the reserve are destroyed after this long idle
   // (the kernel's IDLE_WORKER_TIMEOUT).
   std::chrono::milliseconds idle_timeout = std::chrono::seconds(300);
-  // Hard cap on workers in one pool; at the cap items wait.
+  // Hard cap on workers in one pool; at the cap items wait (logged once per
+  // pool) and guaranteed_progress workqueues fall back on their rescuers.
   int max_workers_per_pool = 256;
   // Nice value of the high-priority pools' workers (the kernel's
   // HIGHPRI_NICE_LEVEL). Without permission they run at nice 0, logged once.
   int highpri_nice = -20;
   // Prefix of worker thread names ("cowq" gives "cowq/1:0H").
   std::string name = "cowq";
+  watchdog_options watchdog{};
 };
 
 // Parses a CPU list like "0-3,6" (the kernel's cpulist format).

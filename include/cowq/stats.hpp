@@ -22,6 +22,14 @@ struct pool_stats {
   int pending = 0;      // items on the worklist
   int timers = 0;       // armed deadlines in the pool's heap (sleeps, delayed work)
   std::int64_t io_in_flight = 0;  // io_uring requests submitted, not yet reaped
+  int peak_workers = 0;           // most workers the pool has had at once
+  // Concurrency management, counted since start:
+  std::uint64_t blocking_regions = 0;  // marked blocking regions entered
+  std::uint64_t blocked_detected = 0;  // unmarked blocking found by the watchdog
+  std::uint64_t hogs_detected = 0;     // items that ran past cpu_hog_threshold
+  std::uint64_t creation_failures = 0; // worker threads that could not be created
+  std::uint64_t maydays = 0;           // calls for a rescuer: work waited, no worker possible
+  std::uint64_t rescued = 0;           // items run by a rescuer
 };
 
 struct workqueue_stats {
@@ -33,6 +41,7 @@ struct workqueue_stats {
   int inactive = 0;             // now: waiting for max_active
   std::uint64_t completed = 0;  // total runs finished
   std::uint64_t escaped_exceptions = 0;
+  std::uint64_t rescued = 0;    // runs done by the workqueue's rescuer
 };
 
 struct runtime_stats {

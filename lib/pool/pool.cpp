@@ -104,6 +104,14 @@ void worker_park(worker* w) noexcept {
     futex_wait(&w->wake_, 0);
 }
 
+// A coroutine frame begins with its resume function in the GCC and Clang
+// ABIs: it names the coroutine.
+const void* resume_fn_of(std::coroutine_handle<> h) noexcept {
+  const void* fn;
+  std::memcpy(&fn, h.address(), sizeof fn);
+  return fn;
+}
+
 void idle_timer_fired(timer_node* t) {
   static_cast<pool_timer*>(t)->pool_->idle_cull();
 }
@@ -111,6 +119,7 @@ void idle_timer_fired(timer_node* t) {
 }  // namespace
 
 worker* current_worker() noexcept { return tls_worker; }
+void set_current_worker(worker* w) noexcept { tls_worker = w; }
 pwq* current_pwq() noexcept { return tls_pwq; }
 
 std::int64_t pool::live_coroutines() const {
@@ -193,6 +202,7 @@ bool pool::create_worker() {
                (cpu_ >= 0 ? std::to_string(cpu_) : "u" + std::to_string(node_)) +
                ":" + std::to_string(w->id_) + (highpri_ ? "H" : "");
     ++nr_workers_;
+    peak_workers_ = std::max(peak_workers_, nr_workers_);
     ++nr_creating_;
     ++nr_starting_;
     workers_.push_back(w.get());
@@ -203,19 +213,29 @@ bool pool::create_worker() {
       throw std::system_error(EAGAIN, std::generic_category(), "injected");
     t = std::thread(&pool::worker_main, this, w.get());
   } catch (const std::system_error& e) {
-    std::lock_guard g(lock_);
-    --nr_workers_;
-    --nr_creating_;
-    --nr_starting_;
-    workers_.erase(std::find(workers_.begin(), workers_.end(), w.get()));
-    ++creation_failures_;
-    log().error("pool {}: cannot create a worker: {}", name_, e.what());
+    bool first;
+    {
+      std::lock_guard g(lock_);
+      --nr_workers_;
+      --nr_creating_;
+      --nr_starting_;
+      workers_.erase(std::find(workers_.begin(), workers_.end(), w.get()));
+      ++creation_failures_;
+      first = !std::exchange(creation_failing_, true);
+    }
+    // The watchdog retries while work waits: say it once per streak.
+    if (first) log().error("pool {}: cannot create a worker: {}", name_, e.what());
     return false;
   }
-  std::lock_guard g(lock_);
-  w->thread_ = std::move(t);
-  --nr_creating_;
-  ++workers_created_;
+  bool recovered;
+  {
+    std::lock_guard g(lock_);
+    w->thread_ = std::move(t);
+    --nr_creating_;
+    ++workers_created_;
+    recovered = std::exchange(creation_failing_, false);
+  }
+  if (recovered) log().info("pool {}: workers can be created again", name_);
   log().debug("pool {}: created worker {}", name_, w->name_);
   w.release();
   return true;
@@ -340,15 +360,30 @@ void pool::manage_workers(std::unique_lock<spinlock>& lk) {
   // Keep creating while work waits with too few running and no idle worker
   // to wake (the kernel's need_to_create_worker); each new worker takes
   // work on its own if it is still wanted when it starts.
-  while (nr_idle_ + nr_starting_ == 0 && !worklist_.empty() &&
-         nr_workers_ < rt_->opts_.max_workers_per_pool) {
+  bool stuck = false;
+  while (nr_idle_ + nr_starting_ == 0 && !worklist_.empty()) {
+    if (nr_workers_ >= rt_->opts_.max_workers_per_pool) {
+      stuck = true;
+      if (!std::exchange(cap_warned_, true)) {
+        lk.unlock();
+        log().warn("pool {}: at its cap of {} workers; items wait until one is free",
+                   name_, rt_->opts_.max_workers_per_pool);
+        lk.lock();
+      }
+      break;
+    }
     lk.unlock();
     const bool created = create_worker();
     lk.lock();
-    if (!created) break;
+    if (!created) {
+      stuck = true;
+      break;
+    }
     if (!need_more_worker()) break;
   }
   manager_active_ = false;
+  // Work waits and no worker can be had: rescuers run what they may.
+  if (stuck && need_more_worker() && nr_idle_ + nr_starting_ == 0) send_mayday_locked();
 }
 
 void pool::manage_workers_once(std::unique_lock<spinlock>& lk) {
@@ -417,6 +452,9 @@ void pool::enqueue_locked(pwq* q, work_node* n) noexcept {
     set_where(n, node_where::worklist);
     worklist_.push_back(n);
     ++nr_pending_;
+    // Work waits behind running workers, or with no idle one to wake: the
+    // watchdog must look (one relaxed load while it is awake).
+    if (nr_running_ >= concurrency_ || idle_.empty()) rt_->watchdog_->work_waits();
   } else {
     set_where(n, node_where::inactive);
     q->inactive_.push_back(n);
@@ -484,6 +522,10 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   }
   w->current_ = n;
   w->current_pwq_ = q;
+  // For a hog report: the node may be gone by the time anyone asks.
+  w->current_callable_ = wk != nullptr;
+  w->current_what_ = wk != nullptr ? static_cast<const void*>(wk)
+                                   : resume_fn_of(static_cast<resume_node*>(n)->handle_);
   const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
   if (cpu_intensive) leave_running_locked(w, lk);
   lk.unlock();
@@ -496,10 +538,7 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
 
   lk.lock();
   link_deferred(w);
-  if (cpu_intensive) {
-    w->counted_ = true;
-    ++nr_running_;
-  }
+  rejoin_after_item(w, lk);
   w->current_ = nullptr;
   w->current_pwq_ = nullptr;
   ++items_executed_;
@@ -521,6 +560,7 @@ void pool::worker_sleeping(worker* w) {
   std::unique_lock lk(lock_);
   // What this worker deferred must not wait behind its block.
   if (w == tls_worker) link_deferred(w);
+  ++blocking_regions_;
   if (w->counted_) leave_running_locked(w, lk);
 }
 
@@ -547,6 +587,27 @@ void pool::complete_from_outside(io_op* op, int res) {
     if (need_more_worker()) wake = wake_one_idle();
   }
   if (wake != nullptr) signal_worker(wake);
+}
+
+void pool::rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk) {
+  // A cpu-intensive item, the watchdog, or a blocking scope left open by
+  // an item that suspended inside it: the worker counts again now.
+  w->auto_left_ = false;
+  w->blocking_depth_ = 0;
+  if (!w->counted_) {
+    w->counted_ = true;
+    ++nr_running_;
+  }
+  if (w->hog_) [[unlikely]] {
+    w->hog_ = false;
+    const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(
+        clock::now() - w->hog_since_);
+    std::string what = std::move(w->hog_what_);
+    const std::string wq = w->current_pwq_->wq_->name_;
+    lk.unlock();
+    report_hog(*rt_, what, wq, ran);
+    lk.lock();
+  }
 }
 
 void pool::worker_running(worker* w) {

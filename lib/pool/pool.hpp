@@ -42,7 +42,10 @@ struct pool_timer : timer_node {
 using clock = std::chrono::steady_clock;
 
 struct worker {
-  pool* pool_ = nullptr;  // I
+  // I; except for a rescuer's worker, which attaches to pools in turn and
+  // changes it on its own thread (W) between attachments.
+  pool* pool_ = nullptr;
+  bool rescuer_ = false;  // I
   int id_ = 0;            // I
   std::string name_;      // I
   std::thread thread_;    // written by the creator, joined by shutdown/reaper
@@ -52,7 +55,14 @@ struct worker {
   bool counted_ = false;  // L: counted in pool::nr_running_
   bool exit_ = false;     // L: asked to exit
   clock::time_point last_active_{};  // L: when it last went idle
-  work_node* current_ = nullptr;     // L: the item being run
+  // L: the item being run. Only a marker for observers: the node itself
+  // may be gone once it started running.
+  work_node* current_ = nullptr;
+  // L: what the current item is, for a CPU-hog report: the cowq::work, or
+  // the resume function of the coroutine (read from its frame before it
+  // ran); current_callable_ says which.
+  const void* current_what_ = nullptr;
+  bool current_callable_ = false;
   pwq* current_pwq_ = nullptr;       // L
   node_list scheduled_;              // L: callable items queued behind current_
   // W: continuations the running item re-queued on this worker's own pool
@@ -75,6 +85,20 @@ struct worker {
   // Bumped once per item (relaxed store by the worker, read by observers)
   // so a stuck worker can be told from a busy one.
   std::atomic<std::uint64_t> seq_{0};
+  // Nesting depth of blocking_scope on this worker (W).
+  int blocking_depth_ = 0;
+  // L: the watchdog took this worker out of nr_running (blocked in code
+  // nobody marked, or hogging the CPU); it counts again after its item.
+  bool auto_left_ = false;
+  // L: the watchdog found the current item hogging the CPU; the worker
+  // names it in the log when it ends. hog_what_ describes it, hog_since_
+  // is when the watchdog first saw it running.
+  bool hog_ = false;
+  std::string hog_what_;
+  clock::time_point hog_since_{};
+  // Watchdog thread only, under L: the item sequence it saw last and when.
+  std::uint64_t wd_seq_ = 0;
+  clock::time_point wd_since_{};
   // Detached coroutines started minus finished on this thread. Written only
   // by the worker (relaxed load and store, no locked instruction), read
   // relaxed by stats; folded into pool::retired_live_ when the worker exits.
@@ -94,6 +118,8 @@ struct pwq {
   int flush_color_ = -1;          // L: colour being flushed, -1 none
   std::uint64_t queued_ = 0;      // L
   std::uint64_t completed_ = 0;   // L
+  std::uint64_t rescued_ = 0;     // L: items its workqueue's rescuer ran here
+  bool mayday_ = false;           // L: on the rescuer's mayday list
 };
 
 struct pool {
@@ -127,6 +153,14 @@ struct pool {
   bool stopping_ = false;
   bool idle_timer_armed_ = false;
   std::uint64_t creation_failures_ = 0;
+  bool creation_failing_ = false;  // the last attempt failed (logged once per streak)
+  bool cap_warned_ = false;        // "at the cap" logged
+  int peak_workers_ = 0;
+  std::uint64_t blocking_regions_ = 0;
+  std::uint64_t blocked_detected_ = 0;
+  std::uint64_t hogs_detected_ = 0;
+  std::uint64_t maydays_ = 0;
+  std::uint64_t rescued_ = 0;
   int next_worker_id_ = 0;
   std::uint64_t items_executed_ = 0;
   std::uint64_t workers_created_ = 0;
@@ -183,6 +217,11 @@ struct pool {
   void worker_running(worker* w);
   void stop_and_join();
   void idle_cull();
+  // The watchdog's look at this pool (watchdog.cpp): finds workers blocked
+  // or hogging while work waits, retries worker creation and calls the
+  // rescuers. Returns whether work was waiting.
+  bool watchdog_tick(clock::time_point now);
+  clock::time_point next_create_retry_{};  // L: watchdog's creation cooldown
   // L held: removes a queued node (a cancel). *flushed gets a workqueue
   // whose flush this completed, to be signalled after unlocking.
   bool unlink_pending(work_node* n, worker* scheduled_on, wq_impl** flushed);
@@ -212,6 +251,12 @@ struct pool {
   void manage_workers(std::unique_lock<spinlock>& lk);
   // L held: after a worker left nr_running, get pending work a worker.
   void kick(std::unique_lock<spinlock>& lk);
+  // L held: work waits and no worker can be had; calls the rescuers of
+  // the workqueues whose items wait (the kernel's send_mayday).
+  void send_mayday_locked();
+  // L held: a worker whose item ended counts again if something took it
+  // out of nr_running meanwhile, and names a CPU hog it ran.
+  void rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk);
   // L held (dropped while signalling): w stops counting in nr_running.
   void leave_running_locked(worker* w, std::unique_lock<spinlock>& lk);
   // Queues op's coroutine with result res from a thread that is not this
@@ -219,6 +264,12 @@ struct pool {
   void complete_from_outside(io_op* op, int res);
   void process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk);
 };
+
+// Logs a CPU hog once per item identity (watchdog.cpp).
+void report_hog(runtime_impl& rt, const std::string& what, const std::string& wq,
+                std::chrono::milliseconds ran);
+// A readable name for a running item (watchdog.cpp).
+std::string describe_item(const void* what, bool callable);
 
 // Signal a worker chosen by wake_one_idle(), after dropping the pool lock.
 void signal_worker(worker* w) noexcept;
@@ -232,10 +283,12 @@ struct work_access {
   static bool finish_run(work& w) noexcept;             // L held; true: wake waiters
   static void wake_waiters(work& w) noexcept;           // L dropped
   static worker* running_on(const work& w) noexcept;    // L held
+  static std::string describe(const work& w);           // the callable's type
 };
 
 // The thread's worker and the pool workqueue of the item it runs.
 worker* current_worker() noexcept;
+void set_current_worker(worker* w) noexcept;  // a rescuer's thread
 pwq* current_pwq() noexcept;
 
 }  // namespace cowq::detail

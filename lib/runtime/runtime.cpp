@@ -27,6 +27,9 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
     throw std::invalid_argument("cowq: max_workers_per_pool must be at least 2");
   if (opts_.idle_timeout.count() <= 0)
     throw std::invalid_argument("cowq: idle_timeout must be positive");
+  if (opts_.watchdog.tick.count() <= 0 || opts_.watchdog.cpu_hog_threshold.count() <= 0)
+    throw std::invalid_argument("cowq: watchdog tick and cpu_hog_threshold must be positive");
+  watchdog_ = std::make_unique<watchdog>(*this);
   cpu_index_.fill(-1);
   for (std::size_t i = 0; i < topo_.cpus.size(); ++i)
     cpu_index_[static_cast<std::size_t>(topo_.cpus[i])] = static_cast<int>(i);
@@ -58,6 +61,7 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
                         make_pool(-1, -1, static_cast<int>(n), true, topo_.nodes[n])});
   try {
     for (auto& p : pools_) p->start();
+    watchdog_->start();
   } catch (...) {
     for (auto& p : pools_)
       if (p->ring_) p->stop_and_join();
@@ -97,6 +101,14 @@ workqueue& runtime_impl::alloc(std::string name, wq_flags flags, int max_active)
   if (stopping_.load(std::memory_order_relaxed))
     throw std::logic_error("cowq: the runtime is shutting down");
   auto w = std::make_unique<wq_impl>(this, std::move(name), flags, max_active);
+  if (has(flags, wq_flags::guaranteed_progress)) {
+    try {
+      w->rescuer_ = std::make_unique<rescuer>(*w);
+    } catch (const std::system_error& e) {
+      throw std::runtime_error("cowq: cannot create the rescuer of workqueue '" + w->name_ +
+                               "': " + e.what());
+    }
+  }
   std::lock_guard g(wqs_mutex_);
   wqs_.push_back(std::move(w));
   return wqs_.back()->facade_;
@@ -162,6 +174,10 @@ void runtime_impl::shutdown() {
     std::lock_guard g(resolver_mutex_);
     if (resolver_) resolver_->stop();
   }
+  // Nothing is left to watch or rescue.
+  watchdog_->stop();
+  for (auto* w : all)
+    if (w->rescuer_) w->rescuer_->stop();
   for (auto& p : pools_) p->stop_and_join();
 
   std::int64_t live = foreign_live_.load(std::memory_order_relaxed);
@@ -196,6 +212,13 @@ runtime_stats runtime_impl::stats() {
       ps.workers_destroyed = p->workers_destroyed_;
       ps.pending = p->nr_pending_;
       ps.timers = static_cast<int>(p->timers_.size());
+      ps.peak_workers = p->peak_workers_;
+      ps.blocking_regions = p->blocking_regions_;
+      ps.blocked_detected = p->blocked_detected_;
+      ps.hogs_detected = p->hogs_detected_;
+      ps.creation_failures = p->creation_failures_;
+      ps.maydays = p->maydays_;
+      ps.rescued = p->rescued_;
     }
     ps.io_in_flight = p->inflight_.load(std::memory_order_relaxed);
     s.live_coroutines += p->live_coroutines();
@@ -215,6 +238,7 @@ runtime_stats runtime_impl::stats() {
       ws.active += q->nr_active_;
       ws.inactive += q->nr_inactive_;
       ws.completed += q->completed_;
+      ws.rescued += q->rescued_;
     }
     s.workqueues.push_back(std::move(ws));
   }
@@ -273,6 +297,7 @@ void runtime::destroy_workqueue(workqueue& wq) {
       &wq == impl_->system_unbound_wq_ || &wq == impl_->system_long_wq_)
     throw std::invalid_argument("cowq: the default workqueues live as long as the runtime");
   w.drain();
+  if (w.rescuer_) w.rescuer_->stop();
   // The object stays allocated until the runtime goes: suspended coroutines
   // spawned on it may still hold its pool workqueues.
   w.destroyed_.store(true, std::memory_order_relaxed);

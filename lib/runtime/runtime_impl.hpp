@@ -2,6 +2,8 @@
 #pragma once
 
 #include "../pool/pool.hpp"
+#include "../pool/rescuer.hpp"
+#include "../pool/watchdog.hpp"
 #include "../wq/wq_impl.hpp"
 
 #include <cowq/runtime.hpp>
@@ -10,6 +12,8 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 namespace cowq::detail {
@@ -58,6 +62,12 @@ struct runtime_impl {
 
   // Test hook: thread creation fails while set (A, relaxed).
   std::atomic<bool> fail_thread_creation_{false};
+
+  // Created before the pools start (they poke it), started after.
+  std::unique_ptr<watchdog> watchdog_;
+  // CPU hogs already named in the log (item and workqueue).
+  std::mutex hogs_mutex_;
+  std::set<std::string> hogs_reported_;  // hogs_mutex_
 
   // Logged once if workers could not get the high-priority nice value.
   std::atomic<bool> nice_warned_{false};

@@ -13,7 +13,9 @@
 
 #include <cowq/work.hpp>
 
+#include <cxxabi.h>
 #include <sched.h>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace cowq::detail {
@@ -42,6 +44,15 @@ bool work_access::finish_run(work& w) noexcept {
 
 void work_access::wake_waiters(work& w) noexcept { futex_wake(&w.finished_); }
 worker* work_access::running_on(const work& w) noexcept { return w.running_on_; }
+
+std::string work_access::describe(const work& w) {
+  int status = 0;
+  char* name = abi::__cxa_demangle(w.fn_.target_type().name(), nullptr, nullptr, &status);
+  std::string out = "cowq::work running ";
+  out += status == 0 && name != nullptr ? name : w.fn_.target_type().name();
+  std::free(name);
+  return out;
+}
 
 // Everything else about work's state, kept next to it.
 struct work_ops {

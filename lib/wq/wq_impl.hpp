@@ -13,6 +13,8 @@
 
 namespace cowq::detail {
 
+class rescuer;
+
 struct wq_impl {
   wq_impl(runtime_impl* rt, std::string name, wq_flags flags, int max_active);
 
@@ -30,6 +32,10 @@ struct wq_impl {
   std::atomic<bool> destroyed_{false};
 
   std::atomic<std::uint64_t> escaped_{0};  // A (relaxed): statistics only
+
+  // guaranteed_progress only: its rescuer thread. I; stopped when the
+  // workqueue is destroyed or the runtime shuts down.
+  std::unique_ptr<rescuer> rescuer_;
 
   std::mutex flush_mutex_;  // serialises flushers: two colours suffice
   // pwqs whose flush colour still has items in flight. Decremented by the

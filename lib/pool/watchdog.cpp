@@ -1,0 +1,225 @@
+// The watchdog thread and its look at each pool; see watchdog.hpp.
+#include "watchdog.hpp"
+
+#include "../log/log.hpp"
+#include "../runtime/runtime_impl.hpp"
+#include "../util/futex.hpp"
+#include "../wq/wq_impl.hpp"
+#include "pool.hpp"
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+namespace cowq::detail {
+
+namespace {
+
+// Ticks in a row with no work waiting before the watchdog sleeps for good.
+constexpr int kQuietTicks = 20;
+// A pool whose worker creation failed is retried this often, not every tick.
+constexpr auto kCreateCooldown = std::chrono::milliseconds(10);
+// Workers examined per pool and tick; any others wait for the next tick.
+constexpr std::size_t kMaxSuspects = 8;
+
+// The scheduler state of one of our threads: 'R', 'S', 'D', ... or '?'.
+char thread_state(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return '?';
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return '?';
+  buf[n] = '\0';
+  // The name may hold spaces and parentheses: the state follows the last ')'.
+  const char* close = std::strrchr(buf, ')');
+  return close != nullptr && close[1] == ' ' && close[2] != '\0' ? close[2] : '?';
+}
+
+std::string demangle(const char* name) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(
+      abi::__cxa_demangle(name, nullptr, nullptr, &status), &std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(name);
+}
+
+}  // namespace
+
+std::string describe_item(const void* what, bool callable) {
+  if (callable) return work_access::describe(*static_cast<const work*>(what));
+  Dl_info info{};
+  if (::dladdr(what, &info) != 0 && info.dli_sname != nullptr)
+    return "coroutine " + demangle(info.dli_sname);
+  char buf[256];
+  if (info.dli_fname != nullptr)
+    std::snprintf(buf, sizeof buf, "coroutine resumed at %s+%#lx", info.dli_fname,
+                  static_cast<unsigned long>(reinterpret_cast<std::uintptr_t>(what) -
+                                             reinterpret_cast<std::uintptr_t>(info.dli_fbase)));
+  else
+    std::snprintf(buf, sizeof buf, "coroutine resumed at %p", what);
+  return buf;
+}
+
+void report_hog(runtime_impl& rt, const std::string& what, const std::string& wq,
+                std::chrono::milliseconds ran) {
+  {
+    std::lock_guard g(rt.hogs_mutex_);
+    if (!rt.hogs_reported_.insert(what + '\0' + wq).second) return;
+  }
+  log().warn(
+      "{} on workqueue '{}' ran {} ms on a CPU without sleeping (more than {} us); it "
+      "was counted as cpu-intensive. Queue it on a cpu_intensive workqueue, or split it "
+      "with co_await cowq::yield(). Reported once.",
+      what, wq, ran.count(), rt.opts_.watchdog.cpu_hog_threshold.count());
+}
+
+bool pool::watchdog_tick(clock::time_point now) {
+  const watchdog_options& opts = rt_->opts_.watchdog;
+  struct suspect {
+    worker* w;
+    pid_t tid;
+    std::uint64_t seq;
+    bool hog_check;
+  };
+  std::array<suspect, kMaxSuspects> suspects;
+  std::size_t nr_suspects = 0;
+
+  std::unique_lock lk(lock_);
+  if (stopping_) return false;
+  const bool waiting = !worklist_.empty();
+
+  // The mayday timer's part: work waits, nothing runs it, nobody is idle.
+  if (need_more_worker() && nr_idle_ + nr_starting_ == 0 && !manager_active_) {
+    if (now >= next_create_retry_) {
+      manage_workers(lk);
+      if (nr_idle_ + nr_starting_ == 0) next_create_retry_ = now + kCreateCooldown;
+    } else {
+      send_mayday_locked();
+    }
+  }
+
+  const auto hog_after = std::chrono::duration_cast<clock::duration>(opts.cpu_hog_threshold);
+  for (worker* w : workers_) {
+    if (w->current_ == nullptr) continue;
+    const std::uint64_t seq = w->seq_.load(std::memory_order_relaxed);
+    if (seq != w->wd_seq_) {
+      w->wd_seq_ = seq;
+      w->wd_since_ = now;
+      continue;
+    }
+    if (!opts.detect_blocking) continue;
+    // Still on the item it ran a tick ago.
+    const bool blocked_check = waiting && w->counted_;
+    const bool hog_check = !w->hog_ && now - w->wd_since_ >= hog_after &&
+                           !has(w->current_pwq_->wq_->flags_, wq_flags::cpu_intensive);
+    if ((blocked_check || hog_check) && nr_suspects < suspects.size())
+      suspects[nr_suspects++] = {w, w->tid_, seq, hog_check};
+  }
+  if (nr_suspects == 0) return waiting;
+
+  // Ask the kernel without holding the lock.
+  lk.unlock();
+  std::array<char, kMaxSuspects> state{};
+  for (std::size_t i = 0; i < nr_suspects; ++i) state[i] = thread_state(suspects[i].tid);
+  lk.lock();
+
+  for (std::size_t i = 0; i < nr_suspects; ++i) {
+    suspect& s = suspects[i];
+    // Re-validate: the worker may have exited, or moved on to another item.
+    if (std::find(workers_.begin(), workers_.end(), s.w) == workers_.end()) continue;
+    worker* w = s.w;
+    if (w->current_ == nullptr || w->seq_.load(std::memory_order_relaxed) != s.seq) continue;
+    if (state[i] == 'S' || state[i] == 'D') {
+      if (!w->counted_ || worklist_.empty()) continue;
+      // Blocked: what the kernel's wq_worker_sleeping() would have done.
+      ++blocked_detected_;
+      w->auto_left_ = true;
+      leave_running_locked(w, lk);
+    } else if (state[i] == 'R' && s.hog_check && !w->hog_) {
+      ++hogs_detected_;
+      w->hog_ = true;
+      w->hog_since_ = w->wd_since_;
+      const void* what = w->current_what_;
+      const bool callable = w->current_callable_;
+      if (w->counted_) {
+        w->auto_left_ = true;
+        leave_running_locked(w, lk);
+      }
+      // Named outside the lock (dladdr, demangling); the worker logs it
+      // when the item ends and reads hog_what_ under the lock then.
+      lk.unlock();
+      std::string name = describe_item(what, callable);
+      lk.lock();
+      if (std::find(workers_.begin(), workers_.end(), w) != workers_.end() && w->hog_)
+        w->hog_what_ = std::move(name);
+    }
+  }
+  return waiting;
+}
+
+watchdog::watchdog(runtime_impl& rt) : rt_(rt) {}
+
+watchdog::~watchdog() { stop(); }
+
+void watchdog::start() { thread_ = std::thread(&watchdog::main, this); }
+
+void watchdog::stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(1, std::memory_order_release);
+  futex_wake(&stop_);
+  asleep_.store(0, std::memory_order_release);
+  futex_wake(&asleep_);
+  thread_.join();
+}
+
+void watchdog::wake() noexcept {
+  if (asleep_.exchange(0, std::memory_order_acq_rel) == 1) futex_wake(&asleep_);
+}
+
+bool watchdog::tick() {
+  ticks_.fetch_add(1, std::memory_order_relaxed);
+  const auto now = clock::now();
+  bool waiting = false;
+  for (auto& p : rt_.pools_) waiting |= p->watchdog_tick(now);
+  return waiting;
+}
+
+void watchdog::main() {
+  ::pthread_setname_np(::pthread_self(), (rt_.opts_.name + "/watchdog").substr(0, 15).c_str());
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(rt_.opts_.watchdog.tick).count();
+  const timespec tick_len{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  int quiet = 0;
+  // Acquire pairs with the release store in stop().
+  while (stop_.load(std::memory_order_acquire) == 0) {
+    quiet = tick() ? 0 : quiet + 1;
+    if (quiet >= kQuietTicks) {
+      // Nothing to watch: sleep until work waits somewhere. The store comes
+      // before the look at each pool under its lock; a queuer that adds
+      // work after that look holds the same lock later, so it sees 1 and
+      // wakes us (watchdog::work_waits).
+      asleep_.store(1, std::memory_order_seq_cst);
+      if (tick()) {
+        asleep_.store(0, std::memory_order_relaxed);
+        quiet = 0;
+        continue;
+      }
+      // Acquire pairs with the acq_rel exchange in wake() and with stop().
+      while (asleep_.load(std::memory_order_acquire) == 1) futex_wait(&asleep_, 1);
+      quiet = 0;
+      continue;
+    }
+    futex_wait(&stop_, 0, &tick_len);
+  }
+}
+
+}  // namespace cowq::detail
