@@ -99,6 +99,11 @@ struct worker {
   // Watchdog thread only, under L: the item sequence it saw last and when.
   std::uint64_t wd_seq_ = 0;
   clock::time_point wd_since_{};
+  // Watchdog, under L: CPU time the thread had used (schedstat) when first
+  // suspected of hogging item wd_cpu_seq_, and when that was read.
+  std::uint64_t wd_cpu_seq_ = UINT64_MAX;
+  std::uint64_t wd_cpu_ns_ = 0;
+  clock::time_point wd_cpu_at_{};
   // Detached coroutines started minus finished on this thread. Written only
   // by the worker (relaxed load and store, no locked instruction), read
   // relaxed by stats; folded into pool::retired_live_ when the worker exits.

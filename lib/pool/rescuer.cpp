@@ -23,7 +23,7 @@ void pool::send_mayday_locked() {
   }
 }
 
-rescuer::rescuer(wq_impl& wq) : wq_(wq) {
+rescuer::rescuer(wq_impl& wq) {
   self_.rescuer_ = true;
   self_.name_ = wq.rt_->opts_.name + "/r:" + wq.name_;
   // Created now, while threads can still be had.
@@ -110,6 +110,10 @@ void rescuer::rescue(pwq* q) {
   }
   self_.counted_ = false;
   --p->nr_running_;
+  // Coroutines started or finished here count with the pool's retired
+  // workers, where live_coroutines() sums them.
+  p->retired_live_ += self_.live_delta_.load(std::memory_order_relaxed);
+  self_.live_delta_.store(0, std::memory_order_relaxed);
   // Whatever else waits: the pool's own machinery, and another mayday if
   // it still cannot get a worker.
   p->kick(lk);

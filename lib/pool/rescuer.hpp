@@ -34,7 +34,6 @@ class rescuer {
   // Runs q's waiting items on q's pool.
   void rescue(pwq* q);
 
-  wq_impl& wq_;
   worker self_;
   std::mutex mutex_;
   std::condition_variable cv_;

@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 namespace cowq::detail {
@@ -44,6 +45,21 @@ char thread_state(pid_t tid) {
   // The name may hold spaces and parentheses: the state follows the last ')'.
   const char* close = std::strrchr(buf, ')');
   return close != nullptr && close[1] == ' ' && close[2] != '\0' ? close[2] : '?';
+}
+
+// CPU time the thread has used, in nanoseconds (schedstat's first field);
+// UINT64_MAX if unknown.
+std::uint64_t thread_cpu_ns(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", static_cast<int>(tid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return UINT64_MAX;
+  char buf[128];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return UINT64_MAX;
+  buf[n] = '\0';
+  return std::strtoull(buf, nullptr, 10);
 }
 
 std::string demangle(const char* name) {
@@ -130,7 +146,11 @@ bool pool::watchdog_tick(clock::time_point now) {
   // Ask the kernel without holding the lock.
   lk.unlock();
   std::array<char, kMaxSuspects> state{};
-  for (std::size_t i = 0; i < nr_suspects; ++i) state[i] = thread_state(suspects[i].tid);
+  std::array<std::uint64_t, kMaxSuspects> cpu_ns{};
+  for (std::size_t i = 0; i < nr_suspects; ++i) {
+    state[i] = thread_state(suspects[i].tid);
+    if (suspects[i].hog_check) cpu_ns[i] = thread_cpu_ns(suspects[i].tid);
+  }
   lk.lock();
 
   for (std::size_t i = 0; i < nr_suspects; ++i) {
@@ -145,7 +165,22 @@ bool pool::watchdog_tick(clock::time_point now) {
       ++blocked_detected_;
       w->auto_left_ = true;
       leave_running_locked(w, lk);
-    } else if (state[i] == 'R' && s.hog_check && !w->hog_) {
+    } else if (state[i] == 'R' && s.hog_check && !w->hog_ && cpu_ns[i] != UINT64_MAX) {
+      // Running now is not enough (a polling loop is running at times):
+      // a hog used at least half the CPU time since the last look.
+      if (w->wd_cpu_seq_ != s.seq) {
+        w->wd_cpu_seq_ = s.seq;
+        w->wd_cpu_ns_ = cpu_ns[i];
+        w->wd_cpu_at_ = now;
+        continue;
+      }
+      const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(now - w->wd_cpu_at_);
+      if (wall.count() <= 0 ||
+          cpu_ns[i] - w->wd_cpu_ns_ < static_cast<std::uint64_t>(wall.count()) / 2) {
+        w->wd_cpu_ns_ = cpu_ns[i];
+        w->wd_cpu_at_ = now;
+        continue;
+      }
       ++hogs_detected_;
       w->hog_ = true;
       w->hog_since_ = w->wd_since_;

@@ -1,0 +1,343 @@
+// Blocking-aware concurrency management: marked regions, the watchdog's
+// detection of unmarked blocking and CPU hogs, reaping, and the rescuer.
+#include <cowq/cowq.hpp>
+
+#include "log/log.hpp"
+#include "pool/pool.hpp"
+#include "runtime/runtime_impl.hpp"
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <time.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using cowq::test::wait_until;
+
+cowq::detail::pool& bound_pool(cowq::runtime& rt, int cpu_index) {
+  return *rt.impl().bound_[static_cast<std::size_t>(cpu_index)][0];
+}
+
+cowq::pool_stats pool0(cowq::runtime& rt) { return rt.stats().pools[0]; }
+
+// Three kinds of blocking nobody told the runtime about, each released by
+// the test: nanosleep in a loop on a flag, a read on an empty pipe, and a
+// std::mutex the test holds.
+struct blockers {
+  std::atomic<bool> release{false};
+  int pipe_fds[2] = {-1, -1};
+  std::mutex held;
+  std::atomic<int> entered{0};
+  std::atomic<int> returned{0};
+
+  blockers() {
+    EXPECT_EQ(::pipe(pipe_fds), 0);
+    held.lock();
+  }
+  ~blockers() {
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+  }
+
+  void nanosleep_until_released() {
+    while (!release.load()) {
+      const timespec ts{0, 1'000'000};
+      ::nanosleep(&ts, nullptr);
+    }
+  }
+  void read_pipe() {
+    char c;
+    EXPECT_EQ(::read(pipe_fds[0], &c, 1), 1);
+  }
+  void lock_mutex() {
+    std::lock_guard g(held);
+  }
+  void run(int kind) {
+    entered.fetch_add(1);
+    switch (kind) {
+      case 0: nanosleep_until_released(); break;
+      case 1: read_pipe(); break;
+      default: lock_mutex(); break;
+    }
+    returned.fetch_add(1);
+  }
+  void release_all() {
+    release = true;
+    EXPECT_EQ(::write(pipe_fds[1], "x", 1), 1);
+    held.unlock();
+  }
+};
+
+// Spawns the three blockers on the runtime's only CPU, naive or marked.
+void spawn_blockers(cowq::runtime& rt, blockers& b, bool marked) {
+  for (int kind = 0; kind < 3; ++kind)
+    rt.system_wq().spawn(cowq::test::run([&b, kind, marked]() -> cowq::task<void> {
+      if (marked)
+        co_await cowq::blocking([&] { b.run(kind); });
+      else
+        b.run(kind);
+    }));
+}
+
+// A ready coroutine queued behind the blockers must run while they block.
+void expect_ready_runs_before_blockers_return(cowq::runtime& rt, blockers& b) {
+  ASSERT_TRUE(wait_until([&] { return b.entered.load() == 3; }));
+  std::atomic<bool> ran{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    ran = true;
+    co_return;
+  }));
+  ASSERT_TRUE(wait_until([&] { return ran.load(); }));
+  EXPECT_EQ(b.returned.load(), 0) << "the ready coroutine ran only after a blocker returned";
+  b.release_all();
+  ASSERT_TRUE(wait_until([&] { return b.returned.load() == 3; }));
+}
+
+TEST(blocking, unmarked_blocking_syscalls_do_not_hold_back_the_pool) {
+  cowq::runtime rt({.cpus = {0}, .idle_timeout = 200ms});
+  blockers b;
+  spawn_blockers(rt, b, /*marked=*/false);
+  expect_ready_runs_before_blockers_return(rt, b);
+  // The watchdog found them: each blocker, or the ready item, waited behind
+  // one that had not told anyone.
+  EXPECT_GE(pool0(rt).blocked_detected, 1u);
+
+  // The surplus goes idle and, beyond the reserve, is reaped.
+  auto& p = bound_pool(rt, 0);
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    return p.nr_workers_ <= 2 && p.nr_running_ <= 1;
+  }));
+  auto s = pool0(rt);
+  EXPECT_GE(s.peak_workers, 4);  // three blocked and one for the ready item
+  EXPECT_GE(s.workers_destroyed, 1u);
+  EXPECT_LE(s.running, 1);
+}
+
+TEST(blocking, marked_regions_need_no_watchdog) {
+  cowq::runtime rt({.cpus = {0}, .idle_timeout = 200ms, .watchdog = {.detect_blocking = false}});
+  blockers b;
+  spawn_blockers(rt, b, /*marked=*/true);
+  expect_ready_runs_before_blockers_return(rt, b);
+  auto s = pool0(rt);
+  EXPECT_EQ(s.blocking_regions, 3u);
+  EXPECT_EQ(s.blocked_detected, 0u);
+
+  auto& p = bound_pool(rt, 0);
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    return p.nr_workers_ <= 2 && p.nr_running_ <= 1;
+  }));
+}
+
+TEST(blocking, without_detection_unmarked_blocking_stalls_the_pool) {
+  // What other executors do: the proof that the watchdog is what helps.
+  cowq::runtime rt({.cpus = {0}, .watchdog = {.detect_blocking = false}});
+  blockers b;
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    b.run(1);  // the pipe
+    co_return;
+  }));
+  ASSERT_TRUE(wait_until([&] { return b.entered.load() == 1; }));
+  std::atomic<bool> ran{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    ran = true;
+    co_return;
+  }));
+  // Let the watchdog tick many times (it still runs, for maydays); nothing
+  // may take the waiting item while the only counted worker is blocked.
+  const auto ticks = rt.impl().watchdog_->ticks();
+  ASSERT_TRUE(wait_until([&] { return rt.impl().watchdog_->ticks() >= ticks + 40; }));
+  EXPECT_FALSE(ran.load());
+  b.release_all();
+  ASSERT_TRUE(wait_until([&] { return ran.load(); }));
+}
+
+TEST(blocking, scopes_nest_and_do_nothing_off_a_worker) {
+  cowq::runtime rt({.cpus = {0}, .watchdog = {.detect_blocking = false}});
+  { cowq::blocking_scope off_worker; }  // the test thread: nothing happens
+  auto& p = bound_pool(rt, 0);
+  int running_inside = -1;
+  int running_after = -1;
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    {
+      cowq::blocking_scope outer;
+      cowq::blocking_scope inner;
+      std::lock_guard g(p.lock_);
+      running_inside = p.nr_running_;
+    }
+    std::lock_guard g(p.lock_);
+    running_after = p.nr_running_;
+    co_return;
+  }));
+  EXPECT_EQ(running_inside, 0);
+  EXPECT_EQ(running_after, 1);
+  EXPECT_EQ(pool0(rt).blocking_regions, 1u);
+  // blocking(fn) gives fn's result and its exception.
+  EXPECT_EQ(cowq::sync_wait(rt, []() -> cowq::task<int> {
+              co_return co_await cowq::blocking([] { return 42; });
+            }()),
+            42);
+  EXPECT_THROW(cowq::sync_wait(rt, []() -> cowq::task<int> {
+                 co_return co_await cowq::blocking([]() -> int { throw std::runtime_error("x"); });
+               }()),
+               std::runtime_error);
+}
+
+TEST(blocking, a_cpu_hog_is_reported_once_and_does_not_starve_the_pool) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  cowq::detail::log().sinks().push_back(sink);
+  {
+    cowq::runtime rt({.cpus = {0}, .watchdog = {.cpu_hog_threshold = 5ms}});
+    std::atomic<bool> release{false};
+    std::atomic<bool> hogging{false};
+    std::atomic<int> hogs_done{0};
+    auto hog = [&]() -> cowq::task<void> {
+      hogging = true;
+      while (!release.load()) {
+      }  // spins: running, never sleeping
+      hogs_done.fetch_add(1);
+      co_return;
+    };
+    rt.system_wq().spawn(cowq::test::run(hog));
+    ASSERT_TRUE(wait_until([&] { return hogging.load(); }));
+    std::atomic<bool> ran{false};
+    rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+      ran = true;
+      co_return;
+    }));
+    ASSERT_TRUE(wait_until([&] { return ran.load(); }));
+    EXPECT_EQ(hogs_done.load(), 0);
+    EXPECT_EQ(pool0(rt).hogs_detected, 1u);
+    release = true;
+    ASSERT_TRUE(wait_until([&] { return hogs_done.load() == 1; }));
+    // The same coroutine hogging again is counted, not logged again.
+    release = false;
+    hogging = false;
+    rt.system_wq().spawn(cowq::test::run(hog));
+    ASSERT_TRUE(wait_until([&] { return pool0(rt).hogs_detected == 2; }));
+    release = true;
+    ASSERT_TRUE(wait_until([&] { return hogs_done.load() == 2; }));
+    rt.shutdown();
+  }
+  auto& sinks = cowq::detail::log().sinks();
+  sinks.erase(std::find(sinks.begin(), sinks.end(), sink));
+  int reports = 0;
+  for (auto& line : sink->last_formatted())
+    if (line.find("without sleeping") != std::string::npos) ++reports;
+  EXPECT_EQ(reports, 1);
+}
+
+TEST(blocking, an_ordered_workqueue_keeps_its_order_when_an_item_blocks) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& ordered = rt.alloc_workqueue("strand", cowq::wq::ordered);
+  blockers b;
+  std::vector<int> order;  // the strand serialises its items
+  for (int i = 0; i < 5; ++i)
+    ordered.spawn(cowq::test::run([&, i]() -> cowq::task<void> {
+      if (i == 0) b.run(1);  // blocks on the pipe
+      order.push_back(i);
+      co_return;
+    }));
+  ASSERT_TRUE(wait_until([&] { return b.entered.load() == 1; }));
+  // Another item on the same unbound pool runs past the blocked one...
+  std::atomic<bool> ran{false};
+  rt.system_unbound_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    ran = true;
+    co_return;
+  }));
+  ASSERT_TRUE(wait_until([&] { return ran.load(); }));
+  // ...but the strand's next items wait for the blocked one.
+  EXPECT_EQ(b.returned.load(), 0);
+  b.release_all();
+  ordered.flush();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+// An item that can finish only once a later item of the same workqueue has
+// run, on a pool that cannot create the worker the later item needs.
+struct dependent_pair {
+  std::atomic<bool> first_started{false};
+  std::atomic<bool> second_ran{false};
+  std::atomic<bool> first_done{false};
+
+  void queue(cowq::workqueue& wq) {
+    wq.spawn(cowq::test::run([this]() -> cowq::task<void> {
+      first_started = true;
+      co_await cowq::blocking([&] { EXPECT_TRUE(wait_until([&] { return second_ran.load(); })); });
+      first_done = true;
+    }));
+    EXPECT_TRUE(wait_until([&] { return first_started.load(); }));
+    wq.spawn(cowq::test::run([this]() -> cowq::task<void> {
+      second_ran = true;
+      co_return;
+    }));
+  }
+};
+
+// Leaves the CPU's pool exactly one idle worker, the others blocked in
+// marked regions until release.
+void occupy_spares(cowq::runtime& rt, std::atomic<bool>& release) {
+  auto& p = bound_pool(rt, 0);
+  int spares = 0;
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    spares = p.nr_idle_ - 1;
+    return p.nr_starting_ == 0 && spares >= 0;
+  }));
+  std::atomic<int> taken{0};
+  for (int i = 0; i < spares; ++i)
+    rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+      taken.fetch_add(1);
+      co_await cowq::blocking([&] { EXPECT_TRUE(wait_until([&] { return release.load(); })); });
+    }));
+  ASSERT_TRUE(wait_until([&] { return taken.load() == spares; }));
+}
+
+TEST(blocking, the_rescuer_runs_guaranteed_progress_items_when_no_worker_can_be_created) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& wq = rt.alloc_workqueue("reclaim", cowq::wq::guaranteed_progress);
+  rt.impl().fail_thread_creation_ = true;
+  std::atomic<bool> release{false};
+  occupy_spares(rt, release);
+
+  dependent_pair pair;
+  pair.queue(wq);
+  ASSERT_TRUE(wait_until([&] { return pair.first_done.load(); }));
+  auto s = rt.stats();
+  EXPECT_GE(s.pools[0].maydays, 1u);
+  EXPECT_GE(s.pools[0].rescued, 1u);
+  EXPECT_GE(s.find_workqueue("reclaim")->rescued, 1u);
+  EXPECT_GE(s.pools[0].creation_failures, 1u);
+  rt.impl().fail_thread_creation_ = false;
+  release = true;
+}
+
+TEST(blocking, a_plain_workqueue_waits_and_recovers_when_creation_succeeds_again) {
+  cowq::runtime rt({.cpus = {0}});
+  auto& wq = rt.alloc_workqueue("plain");
+  rt.impl().fail_thread_creation_ = true;
+  std::atomic<bool> release{false};
+  occupy_spares(rt, release);
+
+  dependent_pair pair;
+  pair.queue(wq);
+  // The watchdog keeps retrying; the second item must wait meanwhile.
+  const auto failures = pool0(rt).creation_failures;
+  ASSERT_TRUE(wait_until([&] { return pool0(rt).creation_failures >= failures + 3; }));
+  EXPECT_FALSE(pair.second_ran.load());
+  EXPECT_EQ(pool0(rt).rescued, 0u);
+  rt.impl().fail_thread_creation_ = false;
+  ASSERT_TRUE(wait_until([&] { return pair.first_done.load(); }));
+  release = true;
+}
+
+}  // namespace
