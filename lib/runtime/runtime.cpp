@@ -316,15 +316,21 @@ runtime* runtime::current() noexcept { return detail::g_current.load(std::memory
 std::string to_string(const runtime_stats& s) {
   std::string out;
   char line[256];
-  std::snprintf(line, sizeof line, "%-6s %7s %5s %7s %7s %12s %8s %9s\n", "pool", "workers",
-                "idle", "running", "pending", "executed", "created", "destroyed");
+  std::snprintf(line, sizeof line, "%-6s %7s %5s %7s %7s %12s %8s %9s %4s %7s %7s %5s %7s\n",
+                "pool", "workers", "idle", "running", "pending", "executed", "created",
+                "destroyed", "peak", "marked", "blocked", "hogs", "rescued");
   out += line;
   for (auto& p : s.pools) {
-    std::snprintf(line, sizeof line, "%-6s %7d %5d %7d %7d %12llu %8llu %9llu\n", p.name.c_str(),
-                  p.workers, p.idle, p.running, p.pending,
+    std::snprintf(line, sizeof line,
+                  "%-6s %7d %5d %7d %7d %12llu %8llu %9llu %4d %7llu %7llu %5llu %7llu\n",
+                  p.name.c_str(), p.workers, p.idle, p.running, p.pending,
                   static_cast<unsigned long long>(p.items_executed),
                   static_cast<unsigned long long>(p.workers_created),
-                  static_cast<unsigned long long>(p.workers_destroyed));
+                  static_cast<unsigned long long>(p.workers_destroyed), p.peak_workers,
+                  static_cast<unsigned long long>(p.blocking_regions),
+                  static_cast<unsigned long long>(p.blocked_detected),
+                  static_cast<unsigned long long>(p.hogs_detected),
+                  static_cast<unsigned long long>(p.rescued));
     out += line;
   }
   std::snprintf(line, sizeof line, "%-18s %10s %6s %6s %8s %10s %7s\n", "workqueue", "max_active",
