@@ -227,6 +227,7 @@ struct pool {
   // rescuers. Returns whether work was waiting.
   bool watchdog_tick(clock::time_point now);
   clock::time_point next_create_retry_{};  // L: watchdog's creation cooldown
+  std::uint64_t wd_executed_ = 0;          // L: items_executed_ at the watchdog's last look
   // L held: removes a queued node (a cancel). *flushed gets a workqueue
   // whose flush this completed, to be signalled after unlocking.
   bool unlink_pending(work_node* n, worker* scheduled_on, wq_impl** flushed);

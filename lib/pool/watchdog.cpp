@@ -11,6 +11,8 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -124,19 +126,27 @@ bool pool::watchdog_tick(clock::time_point now) {
     }
   }
 
+  // A pool that finished at most one item since the last tick while work
+  // waited may have a worker that blocked as soon as it started its item:
+  // look at once rather than a tick later. A pool that moves along does
+  // not pay for the look.
+  const bool stalled = waiting && items_executed_ - wd_executed_ <= 1;
+  wd_executed_ = items_executed_;
+
   const auto hog_after = std::chrono::duration_cast<clock::duration>(opts.cpu_hog_threshold);
   for (worker* w : workers_) {
     if (w->current_ == nullptr) continue;
     const std::uint64_t seq = w->seq_.load(std::memory_order_relaxed);
+    bool new_item = false;
     if (seq != w->wd_seq_) {
       w->wd_seq_ = seq;
       w->wd_since_ = now;
-      continue;
+      new_item = true;
     }
     if (!opts.detect_blocking) continue;
-    // Still on the item it ran a tick ago.
-    const bool blocked_check = waiting && w->counted_;
-    const bool hog_check = !w->hog_ && now - w->wd_since_ >= hog_after &&
+    const bool blocked_check = waiting && w->counted_ && (!new_item || stalled);
+    // A hog must have stayed on one item past the threshold.
+    const bool hog_check = !new_item && !w->hog_ && now - w->wd_since_ >= hog_after &&
                            !has(w->current_pwq_->wq_->flags_, wq_flags::cpu_intensive);
     if ((blocked_check || hog_check) && nr_suspects < suspects.size())
       suspects[nr_suspects++] = {w, w->tid_, seq, hog_check};
@@ -231,8 +241,17 @@ bool watchdog::tick() {
 
 void watchdog::main() {
   ::pthread_setname_np(::pthread_self(), (rt_.opts_.name + "/watchdog").substr(0, 15).c_str());
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(rt_.opts_.watchdog.tick).count();
-  const timespec tick_len{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  // The default 50 us of timer slack is a tenth of a tick.
+  ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+  const auto tick_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(rt_.opts_.watchdog.tick).count();
+  timespec next{};
+  auto schedule_from_now = [&] { ::clock_gettime(CLOCK_MONOTONIC, &next); };
+  auto advance = [&] {
+    next.tv_nsec += tick_ns % 1'000'000'000;
+    next.tv_sec += static_cast<time_t>(tick_ns / 1'000'000'000 + next.tv_nsec / 1'000'000'000);
+    next.tv_nsec %= 1'000'000'000;
+  };
+  schedule_from_now();
   int quiet = 0;
   // Acquire pairs with the release store in stop().
   while (stop_.load(std::memory_order_acquire) == 0) {
@@ -251,9 +270,19 @@ void watchdog::main() {
       // Acquire pairs with the acq_rel exchange in wake() and with stop().
       while (asleep_.load(std::memory_order_acquire) == 1) futex_wait(&asleep_, 1);
       quiet = 0;
+      schedule_from_now();
       continue;
     }
-    futex_wait(&stop_, 0, &tick_len);
+    // Ticks keep their period whatever a tick's work took; after a long
+    // stall (a preempted watchdog) the schedule restarts from now.
+    advance();
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > next.tv_sec + 1) {
+      next = now;
+      advance();
+    }
+    futex_wait_until(&stop_, 0, next);
   }
 }
 
