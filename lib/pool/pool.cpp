@@ -61,6 +61,7 @@
 #include "../util/futex.hpp"
 #include "../util/tsan.hpp"
 #include "../wq/wq_impl.hpp"
+#include "watchdog.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -454,7 +455,7 @@ void pool::enqueue_locked(pwq* q, work_node* n) noexcept {
     ++nr_pending_;
     // Work waits behind running workers, or with no idle one to wake: the
     // watchdog must look (one relaxed load while it is awake).
-    if (nr_running_ >= concurrency_ || idle_.empty()) rt_->watchdog_->work_waits();
+    if (nr_running_ >= concurrency_ || idle_.empty()) watchdog_->work_waits();
   } else {
     set_where(n, node_where::inactive);
     q->inactive_.push_back(n);

@@ -33,6 +33,7 @@ namespace cowq::detail {
 
 struct runtime_impl;
 struct wq_impl;
+class watchdog;
 struct pool;
 
 struct pool_timer : timer_node {
@@ -130,6 +131,7 @@ struct pwq {
 struct pool {
   // --- I ---
   runtime_impl* rt_ = nullptr;
+  watchdog* watchdog_ = nullptr;  // the runtime's, one load away on the hot path
   int id_ = 0;
   int cpu_ = -1;       // -1 for unbound
   int cpu_index_ = -1; // index in runtime cpus, -1 for unbound

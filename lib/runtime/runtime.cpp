@@ -38,6 +38,7 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
                        const std::vector<int>& cpus) {
     auto p = std::make_unique<pool>();
     p->rt_ = this;
+    p->watchdog_ = watchdog_.get();
     p->id_ = static_cast<int>(pools_.size());
     p->cpu_ = cpu;
     p->cpu_index_ = cpu_index;
