@@ -145,8 +145,11 @@ bool pool::watchdog_tick(clock::time_point now) {
     }
     if (!opts.detect_blocking) continue;
     const bool blocked_check = waiting && w->counted_ && (!new_item || stalled);
-    // A hog must have stayed on one item past the threshold.
-    const bool hog_check = !new_item && !w->hog_ && now - w->wd_since_ >= hog_after &&
+    // A hog must have stayed on one item past the threshold. A worker that
+    // no longer counts (found blocked, in a marked region) holds nothing
+    // back: it is not read about every tick.
+    const bool hog_check = !new_item && w->counted_ && !w->hog_ &&
+                           now - w->wd_since_ >= hog_after &&
                            !has(w->current_pwq_->wq_->flags_, wq_flags::cpu_intensive);
     if ((blocked_check || hog_check) && nr_suspects < suspects.size())
       suspects[nr_suspects++] = {w, w->tid_, seq, hog_check};
@@ -220,9 +223,12 @@ void watchdog::start() { thread_ = std::thread(&watchdog::main, this); }
 
 void watchdog::stop() {
   if (!thread_.joinable()) return;
-  stop_.store(1, std::memory_order_release);
+  // Both seq_cst, against the two in main() before its deep sleep: either
+  // the watchdog sees stop_ set, or it sleeps before asleep_ goes to 0 and
+  // the wake below reaches it.
+  stop_.store(1, std::memory_order_seq_cst);
   futex_wake(&stop_);
-  asleep_.store(0, std::memory_order_release);
+  asleep_.store(0, std::memory_order_seq_cst);
   futex_wake(&asleep_);
   thread_.join();
 }
@@ -267,8 +273,11 @@ void watchdog::main() {
         quiet = 0;
         continue;
       }
-      // Acquire pairs with the acq_rel exchange in wake() and with stop().
-      while (asleep_.load(std::memory_order_acquire) == 1) futex_wait(&asleep_, 1);
+      // Acquire pairs with the acq_rel exchange in wake(); the seq_cst load
+      // of stop_ with the stores in stop().
+      while (asleep_.load(std::memory_order_acquire) == 1 &&
+             stop_.load(std::memory_order_seq_cst) == 0)
+        futex_wait(&asleep_, 1);
       quiet = 0;
       schedule_from_now();
       continue;
