@@ -94,6 +94,7 @@ struct config {
   int calls = 50;
   long block_ns = 10'000'000;
   bool calibrate_only = false;
+  bool unbound = false;
   std::string dump;
 };
 
@@ -149,6 +150,8 @@ config parse(int argc, char** argv) {
       c.calls = std::atoi(val());
     } else if (a == "--block-ms") {
       c.block_ns = std::lround(std::atof(val()) * 1e6);
+    } else if (a == "--unbound") {
+      c.unbound = true;
     } else if (a == "--dump") {
       c.dump = val();
     } else if (a == "--calibrate") {
@@ -394,7 +397,7 @@ std::vector<pool_figures> run_cowq(const config& cfg, run_state& st) {
   if (cfg.m == mode::annotated || cfg.m == mode::nodetect) opts.watchdog.detect_blocking = false;
   opts.name = "bmix";
   cowq::runtime rt(std::move(opts));
-  auto& wq = rt.system_wq();
+  auto& wq = cfg.unbound ? rt.system_unbound_wq() : rt.system_wq();
   const std::vector<int> cpus(rt.cpus().begin(), rt.cpus().end());
 
   std::vector<std::unique_ptr<cowq::work>> works;
@@ -419,7 +422,7 @@ std::vector<pool_figures> run_cowq(const config& cfg, run_state& st) {
 
   std::vector<pool_figures> out;
   for (const auto& p : rt.stats().pools) {
-    if (p.cpu < 0 || p.highpri) continue;  // system_wq runs on the normal per-CPU pools
+    if (p.highpri || (p.cpu < 0) != cfg.unbound) continue;  // the normal pools the stream used
     out.push_back({p.name, p.blocked_detected, p.blocking_regions, p.hogs_detected, p.workers_created,
                    p.items_executed, p.peak_workers});
   }
