@@ -539,8 +539,10 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
 
   lk.lock();
   link_deferred(w);
-  rejoin_after_item(w, lk);
+  // The item is over for the watchdog before the lock may be dropped to
+  // log a hog: it must not judge the logging as the same item running on.
   w->current_ = nullptr;
+  rejoin_after_item(w, lk);
   w->current_pwq_ = nullptr;
   ++items_executed_;
   ++q->completed_;
