@@ -3,12 +3,16 @@
 // It counts the primes below a bound by fanning coroutines out over the
 // per-CPU pools, runs a batch of CPU-heavy jobs on an unbound cpu_intensive
 // workqueue limited by max_active, keeps a journal on an ordered workqueue,
-// fires delayed work, and prints what the runtime did.
+// fires delayed work, shows a pool carrying on while coroutines block in a
+// raw system call nobody announced, and prints what the runtime did.
 //
 //   demo [--cpus LIST] [--limit N]
 #include <cowq/cowq.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
+#include <unistd.h>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -68,6 +72,25 @@ cowq::task<void> journal(std::vector<std::string>* lines, std::string text) {
 
 }  // namespace
 
+// Blocks its worker for 50 ms in a raw system call, the way library code
+// often does, without telling the runtime.
+cowq::task<void> naive_sleeper() {
+  ::usleep(50'000);
+  co_return;
+}
+
+cowq::task<void> short_item(std::atomic<int>* done) {
+  done->fetch_add(1);
+  co_return;
+}
+
+// Four sleepers, then 100 short items, all on one CPU's pool.
+cowq::task<void> block_one_pool(cowq::workqueue* wq, int cpu, std::atomic<int>* done) {
+  co_await cowq::schedule_on(*wq, cpu);
+  for (int i = 0; i < 4; ++i) wq->spawn(naive_sleeper());
+  for (int i = 0; i < 100; ++i) wq->spawn(short_item(done));
+}
+
 int main(int argc, char** argv) {
   cowq::runtime_options opts;
   long limit = 2'000'000;
@@ -113,11 +136,32 @@ int main(int argc, char** argv) {
   strand.flush();
   const auto t2 = clock::now();
 
+  // Without the watchdog the short items would wait for four 50 ms sleeps
+  // in a row on that pool; with it, the pool gets another worker each time.
+  const int cpu = rt.cpus()[0];
+  std::atomic<int> shorts_done{0};
+  const auto t3 = clock::now();
+  cowq::sync_wait(rt, block_one_pool(&rt.system_wq(), cpu, &shorts_done));
+  while (shorts_done.load() < 100) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  const auto t4 = clock::now();
+  rt.system_wq().flush();
+  std::uint64_t detected = 0;
+  int peak = 0;
+  for (auto& p : rt.stats().pools)
+    if (p.cpu == cpu && !p.highpri) {
+      detected = p.blocked_detected;
+      peak = p.peak_workers;
+    }
+
   auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   std::printf("primes below %ld: %ld (%.1f ms, 64 items over the per-CPU pools)\n", limit,
               primes, ms(t1 - t0));
   std::printf("8 integrals of sin over [0, pi] on 'batch' (max_active 2): %.6f each, all done after %.1f ms\n",
               integrals[0], ms(t2 - t0));
+  std::printf("4 coroutines slept 50 ms in a raw usleep() on CPU %d's pool; the 100 short items\n"
+              "queued behind them finished after %.1f ms (watchdog: %llu blocked workers found,\n"
+              "pool peaked at %d workers)\n",
+              cpu, ms(t4 - t3), static_cast<unsigned long long>(detected), peak);
   std::printf("journal (ordered workqueue):\n");
   for (auto& l : lines) std::printf("  - %s\n", l.c_str());
   std::printf("\n%s", cowq::to_string(rt.stats()).c_str());
