@@ -95,31 +95,8 @@ iters=$(for i in 1 2 3; do "${prio[@]}" "$bin" --calibrate; done | sort -n | sed
   echo "reps $reps, nice $nice_val (session autogroup nice: $autogroup), item iterations $iters (calibrated for 20 us)${extra:+, extra args: $extra}"
 } | tee "$out/meta.txt"
 
-# CPUs kept busy over the next second by everything else (none of ours runs).
-busy_cpus() {
-  local a b
-  read -r -a a < <(head -1 /proc/stat)
-  sleep 1
-  read -r -a b < <(head -1 /proc/stat)
-  local ta=0 tb=0 i
-  for i in 1 2 3 4 5 6 7 8; do ta=$((ta + a[i])); tb=$((tb + b[i])); done
-  local ia=$((a[4] + a[5])) ib=$((b[4] + b[5]))
-  awk -v t=$((tb - ta)) -v i=$((ib - ia)) -v n="$(nproc)" 'BEGIN { if (t <= 0) print 0; else printf "%.2f", n * (t - i) / t }'
-}
-
-quiet_spent=0
-wait_quiet() {  # -> pre_busy, pre_load
-  local waited=0 b
-  b=$(busy_cpus)
-  while awk -v b="$b" -v q="$quiet_busy" 'BEGIN { exit !(b > q) }' &&
-        ((waited < quiet_wait && quiet_spent < quiet_budget)); do
-    waited=$((waited + 1))
-    quiet_spent=$((quiet_spent + 1))
-    b=$(busy_cpus)
-  done
-  pre_busy=$b
-  pre_load=$(cut -d' ' -f1-3 /proc/loadavg)
-}
+# shellcheck source=quiet.sh
+source "$root/benchmarks/quiet.sh"
 
 # --- runs ------------------------------------------------------------------
 read -r -a order <<< "$runs_spec"

@@ -83,33 +83,9 @@ if [[ $nice_val != 0 ]]; then prio=(nice -n "$nice_val"); fi
 } | tee "$out/meta.txt"
 
 # --- helpers -----------------------------------------------------------------
-# CPUs kept busy over the next second (all processes; none of ours runs).
-busy_cpus() {
-  local a b
-  read -r -a a < <(head -1 /proc/stat)
-  sleep 1
-  read -r -a b < <(head -1 /proc/stat)
-  local ta=0 tb=0 i
-  for i in 1 2 3 4 5 6 7 8; do ta=$((ta + a[i])); tb=$((tb + b[i])); done
-  local ia=$((a[4] + a[5])) ib=$((b[4] + b[5]))
-  awk -v t=$((tb - ta)) -v i=$((ib - ia)) -v n="$(nproc)" 'BEGIN { if (t <= 0) print 0; else printf "%.2f", n * (t - i) / t }'
-}
-
-quiet_spent=0
-wait_quiet() {
-  local waited=0 b
-  b=$(busy_cpus)
-  while awk -v b="$b" -v q="$quiet_busy" 'BEGIN { exit !(b > q) }' &&
-        ((waited < quiet_wait && quiet_spent < quiet_budget)); do
-    sleep 1
-    waited=$((waited + 2))
-    quiet_spent=$((quiet_spent + 2))
-    b=$(busy_cpus)
-  done
-  pre_busy=$b
-  pre_load=$(cut -d' ' -f1-3 /proc/loadavg)
-  echo "  [load] busy CPUs before: $pre_busy, loadavg: $pre_load (waited ${waited}s)"
-}
+quiet_pause=1
+# shellcheck source=quiet.sh
+source "$root/benchmarks/quiet.sh"
 
 start_server() {  # name -> server_pid, server_port
   local name=$1 log=$out/server-$1.log
@@ -193,6 +169,7 @@ for cfg in $configs; do
   echo "== $conns connection(s), $size B, depth $depth"
   for rep in $(seq "$reps"); do
     wait_quiet
+    echo "  [load] busy CPUs before: $pre_busy, loadavg: $pre_load (waited ${quiet_waited}s)"
     for s in $servers; do run_one "$s" "$conns" "$size" "$depth" "$rep"; done
   done
 done
