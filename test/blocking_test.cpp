@@ -28,6 +28,12 @@ cowq::detail::pool& bound_pool(cowq::runtime& rt, int cpu_index) {
 
 cowq::pool_stats pool0(cowq::runtime& rt) { return rt.stats().pools[0]; }
 
+// A ready item: sets *flag when it runs.
+cowq::task<void> set_flag(std::atomic<bool>* flag) {
+  *flag = true;
+  co_return;
+}
+
 // Three kinds of blocking nobody told the runtime about, each released by
 // the test: nanosleep in a loop on a flag, a read on an empty pipe, and a
 // std::mutex the test holds.
@@ -91,10 +97,7 @@ void spawn_blockers(cowq::runtime& rt, blockers& b, bool marked) {
 void expect_ready_runs_before_blockers_return(cowq::runtime& rt, blockers& b) {
   ASSERT_TRUE(wait_until([&] { return b.entered.load() == 3; }));
   std::atomic<bool> ran{false};
-  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
-    ran = true;
-    co_return;
-  }));
+  rt.system_wq().spawn(set_flag(&ran));
   ASSERT_TRUE(wait_until([&] { return ran.load(); }));
   EXPECT_EQ(b.returned.load(), 0) << "the ready coroutine ran only after a blocker returned";
   b.release_all();
@@ -148,10 +151,7 @@ TEST(blocking, without_detection_unmarked_blocking_stalls_the_pool) {
   }));
   ASSERT_TRUE(wait_until([&] { return b.entered.load() == 1; }));
   std::atomic<bool> ran{false};
-  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
-    ran = true;
-    co_return;
-  }));
+  rt.system_wq().spawn(set_flag(&ran));
   // Let the watchdog tick many times (it still runs, for maydays); nothing
   // may take the waiting item while the only counted worker is blocked.
   const auto ticks = rt.impl().watchdog_->ticks();
@@ -210,10 +210,7 @@ TEST(blocking, a_cpu_hog_is_reported_once_and_does_not_starve_the_pool) {
     rt.system_wq().spawn(cowq::test::run(hog));
     ASSERT_TRUE(wait_until([&] { return hogging.load(); }));
     std::atomic<bool> ran{false};
-    rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
-      ran = true;
-      co_return;
-    }));
+    rt.system_wq().spawn(set_flag(&ran));
     ASSERT_TRUE(wait_until([&] { return ran.load(); }));
     EXPECT_EQ(hogs_done.load(), 0);
     EXPECT_EQ(pool0(rt).hogs_detected, 1u);
@@ -226,10 +223,7 @@ TEST(blocking, a_cpu_hog_is_reported_once_and_does_not_starve_the_pool) {
     ran = false;
     rt.system_wq().spawn(cowq::test::run(hog));
     ASSERT_TRUE(wait_until([&] { return hogging.load(); }));
-    rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
-      ran = true;
-      co_return;
-    }));
+    rt.system_wq().spawn(set_flag(&ran));
     ASSERT_TRUE(wait_until([&] { return ran.load(); }));
     EXPECT_EQ(pool0(rt).hogs_detected, 2u);
     release = true;
@@ -258,10 +252,7 @@ TEST(blocking, an_ordered_workqueue_keeps_its_order_when_an_item_blocks) {
   ASSERT_TRUE(wait_until([&] { return b.entered.load() == 1; }));
   // Another item on the same unbound pool runs past the blocked one...
   std::atomic<bool> ran{false};
-  rt.system_unbound_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
-    ran = true;
-    co_return;
-  }));
+  rt.system_unbound_wq().spawn(set_flag(&ran));
   ASSERT_TRUE(wait_until([&] { return ran.load(); }));
   // ...but the strand's next items wait for the blocked one.
   EXPECT_EQ(b.returned.load(), 0);
@@ -284,10 +275,7 @@ struct dependent_pair {
       first_done = true;
     }));
     EXPECT_TRUE(wait_until([&] { return first_started.load(); }));
-    wq.spawn(cowq::test::run([this]() -> cowq::task<void> {
-      second_ran = true;
-      co_return;
-    }));
+    wq.spawn(set_flag(&second_ran));
   }
 };
 

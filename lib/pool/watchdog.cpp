@@ -33,17 +33,25 @@ constexpr auto kCreateCooldown = std::chrono::milliseconds(10);
 // Workers examined per pool and tick; any others wait for the next tick.
 constexpr std::size_t kMaxSuspects = 8;
 
+// Reads /proc/self/task/TID/<file> into buf (NUL-terminated); false if the
+// thread or the file is gone.
+template <std::size_t N>
+bool read_task_file(pid_t tid, const char* file, char (&buf)[N]) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/%s", static_cast<int>(tid), file);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::read(fd, buf, N - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return true;
+}
+
 // The scheduler state of one of our threads: 'R', 'S', 'D', ... or '?'.
 char thread_state(pid_t tid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return '?';
   char buf[512];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return '?';
-  buf[n] = '\0';
+  if (!read_task_file(tid, "stat", buf)) return '?';
   // The name may hold spaces and parentheses: the state follows the last ')'.
   const char* close = std::strrchr(buf, ')');
   return close != nullptr && close[1] == ' ' && close[2] != '\0' ? close[2] : '?';
@@ -52,15 +60,8 @@ char thread_state(pid_t tid) {
 // CPU time the thread has used, in nanoseconds (schedstat's first field);
 // UINT64_MAX if unknown.
 std::uint64_t thread_cpu_ns(pid_t tid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", static_cast<int>(tid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return UINT64_MAX;
   char buf[128];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return UINT64_MAX;
-  buf[n] = '\0';
+  if (!read_task_file(tid, "schedstat", buf)) return UINT64_MAX;
   return std::strtoull(buf, nullptr, 10);
 }
 
