@@ -595,7 +595,6 @@ void pool::complete_from_outside(io_op* op, int res) {
 void pool::rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk) {
   // A cpu-intensive item, the watchdog, or a blocking scope left open by
   // an item that suspended inside it: the worker counts again now.
-  w->auto_left_ = false;
   w->blocking_depth_ = 0;
   if (!w->counted_) {
     w->counted_ = true;

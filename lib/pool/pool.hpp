@@ -88,9 +88,6 @@ struct worker {
   std::atomic<std::uint64_t> seq_{0};
   // Nesting depth of blocking_scope on this worker (W).
   int blocking_depth_ = 0;
-  // L: the watchdog took this worker out of nr_running (blocked in code
-  // nobody marked, or hogging the CPU); it counts again after its item.
-  bool auto_left_ = false;
   // L: the watchdog found the current item hogging the CPU; the worker
   // names it in the log when it ends. hog_what_ describes it, hog_since_
   // is when the watchdog first saw it running.

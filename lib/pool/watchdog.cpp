@@ -177,7 +177,6 @@ bool pool::watchdog_tick(clock::time_point now) {
       if (!w->counted_ || worklist_.empty()) continue;
       // Blocked: what the kernel's wq_worker_sleeping() would have done.
       ++blocked_detected_;
-      w->auto_left_ = true;
       leave_running_locked(w, lk);
     } else if (state[i] == 'R' && s.hog_check && !w->hog_ && cpu_ns[i] != UINT64_MAX) {
       // Running now is not enough (a polling loop is running at times):
@@ -200,10 +199,7 @@ bool pool::watchdog_tick(clock::time_point now) {
       w->hog_since_ = w->wd_since_;
       const void* what = w->current_what_;
       const bool callable = w->current_callable_;
-      if (w->counted_) {
-        w->auto_left_ = true;
-        leave_running_locked(w, lk);
-      }
+      if (w->counted_) leave_running_locked(w, lk);
       // Named outside the lock (dladdr, demangling); the worker logs it
       // when the item ends and reads hog_what_ under the lock then.
       lk.unlock();
