@@ -4,6 +4,7 @@
 #include <cowq/blocking.hpp>
 #include <cowq/file.hpp>
 #include <cowq/io.hpp>
+#include <cowq/log.hpp>
 #include <cowq/runtime.hpp>
 #include <cowq/scheduling.hpp>
 #include <cowq/stats.hpp>

@@ -187,6 +187,12 @@ void pool::start() {
   idle_timer_.pool_ = this;
   idle_timer_.fire_ = &idle_timer_fired;
   ring_ = std::make_unique<ring>(kRingEntries);
+  if (cpu_ >= 0)
+    log().debug("pool {}: created on CPU {}{}, concurrency {}", name_, cpu_,
+                highpri_ ? " (high priority)" : "", concurrency_);
+  else
+    log().debug("pool {}: created unbound on node {} ({} CPUs){}, concurrency {}", name_,
+                node_, CPU_COUNT(&cpumask_), highpri_ ? " (high priority)" : "", concurrency_);
   if (!create_worker())
     throw std::runtime_error("cowq: cannot start the first worker of pool " +
                              name_);
@@ -829,12 +835,15 @@ void pool::stop_and_join() {
   }
   for (auto* w : all)
     if (w->thread_.joinable()) w->thread_.join();
-  std::lock_guard g(lock_);
-  for (auto* w : zombies_) delete w;
-  zombies_.clear();
-  // Threads that exited unlinked themselves; nothing else can be left.
-  for (auto* w : workers_) delete w;
-  workers_.clear();
+  {
+    std::lock_guard g(lock_);
+    for (auto* w : zombies_) delete w;
+    zombies_.clear();
+    // Threads that exited unlinked themselves; nothing else can be left.
+    for (auto* w : workers_) delete w;
+    workers_.clear();
+  }
+  log().debug("pool {}: destroyed, {} workers joined", name_, all.size());
 }
 
 }  // namespace cowq::detail

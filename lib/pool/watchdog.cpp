@@ -167,6 +167,9 @@ bool pool::watchdog_tick(clock::time_point now) {
   }
   lk.lock();
 
+  // Named after the lock is dropped; copied only when someone reads them.
+  const bool log_blocked = log().should_log(spdlog::level::debug);
+  std::vector<std::string> blocked_names;
   for (std::size_t i = 0; i < nr_suspects; ++i) {
     suspect& s = suspects[i];
     // Re-validate: the worker may have exited, or moved on to another item.
@@ -177,6 +180,7 @@ bool pool::watchdog_tick(clock::time_point now) {
       if (!w->counted_ || worklist_.empty()) continue;
       // Blocked: what the kernel's wq_worker_sleeping() would have done.
       ++blocked_detected_;
+      if (log_blocked) blocked_names.push_back(w->name_);
       leave_running_locked(w, lk);
     } else if (state[i] == 'R' && s.hog_check && !w->hog_ && cpu_ns[i] != UINT64_MAX) {
       // Running now is not enough (a polling loop is running at times):
@@ -208,6 +212,12 @@ bool pool::watchdog_tick(clock::time_point now) {
       if (std::find(workers_.begin(), workers_.end(), w) != workers_.end() && w->hog_)
         w->hog_what_ = std::move(name);
     }
+  }
+  if (!blocked_names.empty()) {
+    lk.unlock();
+    for (auto& n : blocked_names)
+      log().debug("pool {}: worker {} blocked in its item; it no longer counts as running",
+                  name_, n);
   }
   return waiting;
 }

@@ -123,6 +123,19 @@ ring::ring(unsigned entries) {
     if (!g_features.ext_arg)
       log().warn("io_uring without IORING_FEAT_EXT_ARG: timed waits use a timeout request");
     log().info("io_uring features: {}", g_features.describe());
+    // What the kernel lacks costs something; say what, once.
+    if (!g_features.coop_taskrun)
+      log().info("io_uring: no IORING_SETUP_COOP_TASKRUN (Linux < 5.19); completions "
+                 "interrupt workers with task work");
+    if (!g_features.multishot_accept)
+      log().info("io_uring: no multishot accept (Linux < 5.19); each accept is a request "
+                 "of its own");
+    if (!g_features.async_cancel_any)
+      log().info("io_uring: no IORING_ASYNC_CANCEL_ANY (Linux < 5.19); requests still "
+                 "in flight at shutdown cannot be cancelled");
+    if (!g_features.nodrop)
+      log().warn("io_uring without IORING_FEAT_NODROP (Linux < 5.5): a completion "
+                 "queue overflow would lose completions");
   });
 }
 
