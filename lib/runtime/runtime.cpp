@@ -158,6 +158,14 @@ void runtime_impl::shutdown() {
       // operations and sleeps fail at once.
       io_cancelled = true;
       for (auto& p : pools_) cancel_all_io(*p);
+      // Likewise Asio's services for objects built on a
+      // cowq::asio_executor: their reactor thread stops and handlers still
+      // pending are destroyed, as when an io_context is destroyed; what
+      // that queues (a use_task await resuming as aborted) is drained here.
+      {
+        std::lock_guard g(asio_mutex_);
+        if (asio_context_) asio_context_->shutdown();
+      }
       continue;
     }
     // Cancelled requests complete within microseconds; a request the
@@ -170,6 +178,7 @@ void runtime_impl::shutdown() {
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   if (fired > 0) log().info("shutdown ran {} delayed work items early", fired);
+
 
   {
     std::lock_guard g(resolver_mutex_);

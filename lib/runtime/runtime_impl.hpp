@@ -8,6 +8,8 @@
 
 #include <cowq/runtime.hpp>
 
+#include <asio/execution_context.hpp>
+
 #include <array>
 #include <atomic>
 #include <memory>
@@ -26,6 +28,11 @@ struct topology {
 topology discover_topology(const std::vector<int>& requested);
 
 class resolver_thread;
+
+// An Asio execution context whose services the runtime can shut down.
+struct runtime_asio_context : asio::execution_context {
+  using asio::execution_context::shutdown;
+};
 
 struct runtime_impl {
   explicit runtime_impl(runtime* self, runtime_options opts);
@@ -74,6 +81,12 @@ struct runtime_impl {
 
   // Started on first use, stopped at shutdown.
   resolver_thread& resolver();
+  // Where Asio keeps the services of I/O objects built on a
+  // cowq::asio_executor (lib/interop/asio.cpp). Created on first use; its
+  // services are shut down with the runtime, after the drain.
+  std::mutex asio_mutex_;
+  std::unique_ptr<runtime_asio_context> asio_context_;  // asio_mutex_
+
   std::mutex resolver_mutex_;
   std::unique_ptr<resolver_thread> resolver_;  // resolver_mutex_
 
