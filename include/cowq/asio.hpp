@@ -11,6 +11,15 @@
 // Only this header brings Asio in; the rest of cowq does not depend on it.
 #pragma once
 
+// Asio 1.22 looks for C++20 coroutines in clang through the Coroutines TS
+// header only, so with clang and libstdc++ asio::awaitable and co_spawn
+// would be missing. The compiler has them: say so, before Asio's config
+// is read. (Include this header before any of Asio's for it to count.)
+#if defined(__clang__) && !defined(ASIO_HAS_CO_AWAIT) && !defined(ASIO_DISABLE_CO_AWAIT) && \
+    defined(__cpp_impl_coroutine) && __cpp_impl_coroutine >= 201902L
+#define ASIO_HAS_CO_AWAIT 1
+#endif
+
 #include <cowq/task.hpp>
 #include <cowq/workqueue.hpp>
 
