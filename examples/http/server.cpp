@@ -114,6 +114,7 @@ class out_buffer {
   const char* data() const noexcept { return data_.get(); }
   void clear() noexcept { len_ = 0; }
   void put(std::string_view s) noexcept {
+    if (s.empty()) return;  // an empty view's data() may be null, which memcpy may not take
     std::memcpy(data_.get() + len_, s.data(), s.size());
     len_ += s.size();
   }
@@ -335,9 +336,10 @@ cowq::task<bool> connection::flush() {
   bool ok = true;
   if (!out_.empty()) ok = co_await send_all(out_.data(), out_.size());
   out_.clear();
-  if (ok && !big_.empty()) ok = co_await send_all(big_.data(), big_.size());
-  big_.clear();
-  big_.shrink_to_fit();
+  if (!big_.empty()) {
+    if (ok) ok = co_await send_all(big_.data(), big_.size());
+    big_ = std::string();
+  }
   co_return ok;
 }
 
