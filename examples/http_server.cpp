@@ -1,0 +1,136 @@
+// An HTTP/1.1 server: the examples/http component behind a command line.
+//
+//   http_server [--port N] [--cpus LIST] [--address A]
+//               [--idle-timeout-ms N] [--header-timeout-ms N]
+//
+// Prints "listening on ADDRESS:PORT" once ready (port 0 picks a free one),
+// serves GET / ("Hello, World!"), /block?ms=N and /stats (see
+// http/server.hpp) until SIGINT or SIGTERM, then stops accepting, lets the
+// open connections finish their answers, prints the counters and exits.
+#include "http/server.hpp"
+
+#include <cowq/cowq.hpp>
+#include <cowq/net.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <stop_token>
+#include <string>
+
+namespace {
+
+int usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--port N] [--cpus LIST] [--address A] [--idle-timeout-ms N]"
+               " [--header-timeout-ms N]\n",
+               argv0);
+  return 2;
+}
+
+bool parse_long(const char* s, long lo, long hi, long& out) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+struct done_flag {
+  // The release store pairs with the acquire load in main's wait.
+  std::atomic<std::uint32_t> done{0};
+  std::exception_ptr error;
+};
+
+cowq::task<void> run(cowq::runtime& rt, cowq::net::tcp_listener& l, const http::http_options& opts,
+                     http::http_stats& stats, std::stop_token stop, done_flag& f) {
+  try {
+    co_await http::serve(rt, l, opts, stats, std::move(stop));
+  } catch (...) {
+    f.error = std::current_exception();
+  }
+  f.done.store(1, std::memory_order_release);
+  f.done.notify_one();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cowq::runtime_options opts;
+  http::http_options http_opts;
+  long port = 8080;
+  std::string address = "127.0.0.1";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) return usage(argv[0]);
+    long v = 0;
+    if (a == "--port") {
+      if (!parse_long(argv[++i], 0, 65535, port)) return usage(argv[0]);
+    } else if (a == "--cpus") {
+      try {
+        opts.cpus = cowq::parse_cpu_list(argv[++i]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 2;
+      }
+    } else if (a == "--address") {
+      address = argv[++i];
+    } else if (a == "--idle-timeout-ms") {
+      if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
+      http_opts.idle_timeout = std::chrono::milliseconds(v);
+    } else if (a == "--header-timeout-ms") {
+      if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
+      http_opts.header_timeout = std::chrono::milliseconds(v);
+    } else {
+      return usage(argv[0]);
+    }
+  }
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  // Blocked before any worker starts, so only the main thread takes them.
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  try {
+    cowq::runtime rt(opts);
+    asio::error_code ec;
+    auto addr = asio::ip::make_address(address, ec);
+    if (ec) {
+      std::fprintf(stderr, "bad address %s: %s\n", address.c_str(), ec.message().c_str());
+      return 2;
+    }
+    auto listener = cowq::net::tcp_listener::bind({addr, static_cast<unsigned short>(port)});
+    auto ep = listener.local_endpoint();
+    std::printf("listening on %s:%u\n", ep.address().to_string().c_str(), ep.port());
+    std::fflush(stdout);
+
+    http::http_stats stats;
+    std::stop_source stop;
+    done_flag served;
+    rt.system_wq().spawn(run(rt, listener, http_opts, stats, stop.get_token(), served));
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    stop.request_stop();
+    // serve() completes once every connection is closed; only then may the
+    // runtime go (it would cancel the answers still being sent).
+    while (served.done.load(std::memory_order_acquire) == 0) served.done.wait(0);
+    rt.shutdown();
+    if (served.error) std::rethrow_exception(served.error);
+    std::printf("stopped: %llu responses (200: %llu, 404: %llu), %llu connections\n",
+                static_cast<unsigned long long>(stats.responses()),
+                static_cast<unsigned long long>(stats.responses(200)),
+                static_cast<unsigned long long>(stats.responses(404)),
+                static_cast<unsigned long long>(stats.connections_accepted.load()));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "http_server: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
