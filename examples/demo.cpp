@@ -181,10 +181,13 @@ bool run_phase(const char* name, cowq::runtime& load, cowq::runtime& server,
   const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
   const auto after = server.stats();
 
-  std::printf("%-9s %9.0f req/s  GET / p50 %6u us  p99 %6u us  max %6u us  | /block answered %3llu"
-              "  | workers %d -> peak %d, blocked workers found %llu\n",
+  const auto slow = std::count_if(res.latencies_us.begin(), res.latencies_us.end(),
+                                  [&](std::uint32_t us) { return us >= static_cast<std::uint32_t>(o.block_ms) * 500; });
+  std::printf("%-9s %7.0f req/s  GET / p50 %5u us  p99 %6u us  max %6u us  >= %d ms: %ld"
+              "  | /block answered %3llu  | workers %d -> peak %d, blocked workers found %llu\n",
               name, static_cast<double>(res.requests) / secs, percentile(res.latencies_us, 0.50),
-              percentile(res.latencies_us, 0.99), percentile(res.latencies_us, 1.0),
+              percentile(res.latencies_us, 0.99), percentile(res.latencies_us, 1.0), o.block_ms / 2,
+              static_cast<long>(slow),
               static_cast<unsigned long long>(res.blocked_requests), total_workers(before),
               s.peak_workers.load(),
               static_cast<unsigned long long>(total_blocked(after) - total_blocked(before)));

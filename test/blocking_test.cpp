@@ -1,6 +1,7 @@
 // Blocking-aware concurrency management: marked regions, the watchdog's
 // detection of unmarked blocking and CPU hogs, reaping, and the rescuer.
 #include <cowq/cowq.hpp>
+#include <cowq/net.hpp>
 
 #include "log/log.hpp"
 #include "pool/pool.hpp"
@@ -11,6 +12,8 @@
 #include <spdlog/sinks/ringbuffer_sink.h>
 
 #include <atomic>
+#include <sched.h>
+#include <sys/socket.h>
 #include <mutex>
 #include <thread>
 #include <time.h>
@@ -27,6 +30,14 @@ cowq::detail::pool& bound_pool(cowq::runtime& rt, int cpu_index) {
 }
 
 cowq::pool_stats pool0(cowq::runtime& rt) { return rt.stats().pools[0]; }
+
+int first_allowed_cpu() {
+  cpu_set_t set;
+  ::sched_getaffinity(0, sizeof set, &set);
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) return c;
+  return 0;
+}
 
 // A ready item: sets *flag when it runs.
 cowq::task<void> set_flag(std::atomic<bool>* flag) {
@@ -123,6 +134,55 @@ TEST(blocking, unmarked_blocking_syscalls_do_not_hold_back_the_pool) {
   EXPECT_GE(s.peak_workers, 4);  // three blocked and one for the ready item
   EXPECT_GE(s.workers_destroyed, 1u);
   EXPECT_LE(s.running, 1);
+}
+
+// Completions must not wait behind blocked workers either: with every
+// runner stuck in an item and the poller's worker among them, the watchdog
+// reaps the ring itself.
+TEST(blocking, io_completions_arrive_while_every_runner_is_blocked) {
+  cowq::runtime rt({.cpus = {first_allowed_cpu()}});
+  int gate[2];
+  ASSERT_EQ(::pipe(gate), 0);
+  std::atomic<int> entered{0}, returned{0};
+  // Blocks in read() on the gate, which never wakes on its own.
+  auto blocker = [&]() -> cowq::task<void> {
+    entered.fetch_add(1);
+    char c;
+    EXPECT_EQ(::read(gate[0], &c, 1), 1);
+    returned.fetch_add(1);
+    co_return;
+  };
+  auto release = [&](int n) {
+    for (int i = 0; i < n; ++i) EXPECT_EQ(::write(gate[1], "x", 1), 1);
+  };
+  for (int round = 0; round < 12; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const int n = 1 + round % 4;
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    std::atomic<bool> received{false};
+    const auto in_flight_before = pool0(rt).io_in_flight;
+    rt.system_wq().spawn([](int fd, std::atomic<bool>& received) -> cowq::task<void> {
+      cowq::net::stream s{cowq::net::fd_handle(fd)};
+      std::byte b[16];
+      auto r = co_await s.recv(b);
+      received = r && r.value == 1;
+    }(sv[0], received));
+    ASSERT_TRUE(wait_until([&] { return pool0(rt).io_in_flight > in_flight_before; }));
+    entered = 0;
+    returned = 0;
+    for (int i = 0; i < n; ++i) rt.system_wq().spawn(cowq::test::run(blocker));
+    ASSERT_TRUE(wait_until([&] { return entered.load() == n; }));
+    ASSERT_EQ(::write(sv[1], "x", 1), 1);
+    const bool got = wait_until([&] { return received.load(); }, 10s);
+    EXPECT_TRUE(got);
+    EXPECT_EQ(returned.load(), 0) << "the completion waited for a blocker to return";
+    release(n);
+    ASSERT_TRUE(wait_until([&] { return returned.load() == n && received.load(); }));
+    ::close(sv[1]);
+  }
+  ::close(gate[0]);
+  ::close(gate[1]);
 }
 
 TEST(blocking, marked_regions_need_no_watchdog) {

@@ -319,11 +319,17 @@ void pool::worker_main(worker* w) {
       // What the items prepared goes to the kernel once per loop turn:
       // when the worklist runs dry, and every kSubmitBatch items so a
       // long turn does not hold the first requests back.
-      if (ring_->has_unsubmitted() && (++unsubmitted_items >= kSubmitBatch || worklist_.empty())) {
-        unsubmitted_items = 0;
-        lk.unlock();
-        ring_->submit();
-        lk.lock();
+      if (ring_->has_unsubmitted()) {
+        if (++unsubmitted_items >= kSubmitBatch || worklist_.empty()) {
+          unsubmitted_items = 0;
+          lk.unlock();
+          ring_->submit();
+          lk.lock();
+        } else {
+          // The requests wait behind the next item: should it block, the
+          // watchdog must be awake to hand them to another worker.
+          watchdog_->work_waits();
+        }
       }
     }
 

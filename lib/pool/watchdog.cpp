@@ -115,7 +115,15 @@ bool pool::watchdog_tick(clock::time_point now) {
 
   std::unique_lock lk(lock_);
   if (stopping_) return false;
-  const bool waiting = !worklist_.empty();
+  // Completions are reaped by running workers between items and by the
+  // idle poller. With every runner stuck in an item and no poller (its
+  // worker was woken to run), nobody would reap them: the watchdog does,
+  // under the pool lock like any reaper, and the worklist takes over.
+  if (poller_ == nullptr && ring_->cq_ready() && poll_locked(lk)) kick(lk);
+  // Requests prepared but not submitted wait as much as queued items do:
+  // behind a blocked worker they would never reach the kernel.
+  // So do completions nobody reaped.
+  const bool waiting = !worklist_.empty() || ring_->has_unsubmitted() || ring_->cq_ready();
 
   // The mayday timer's part: work waits, nothing runs it, nobody is idle.
   if (need_more_worker() && nr_idle_ + nr_starting_ == 0 && !manager_active_) {
@@ -135,8 +143,10 @@ bool pool::watchdog_tick(clock::time_point now) {
   wd_executed_ = items_executed_;
 
   const auto hog_after = std::chrono::duration_cast<clock::duration>(opts.cpu_hog_threshold);
+  bool stuck_uncounted = false;
   for (worker* w : workers_) {
     if (w->current_ == nullptr) continue;
+    stuck_uncounted = stuck_uncounted || !w->counted_;
     const std::uint64_t seq = w->seq_.load(std::memory_order_relaxed);
     bool new_item = false;
     if (seq != w->wd_seq_) {
@@ -155,7 +165,11 @@ bool pool::watchdog_tick(clock::time_point now) {
     if ((blocked_check || hog_check) && nr_suspects < suspects.size())
       suspects[nr_suspects++] = {w, w->tid_, seq, hog_check};
   }
-  if (nr_suspects == 0) return waiting;
+  // While workers sit blocked in items and nobody polls the ring, stay
+  // awake: a completion arriving then is found only by the look above.
+  const bool keep_watching = waiting || (stuck_uncounted && poller_ == nullptr &&
+                                         inflight_.load(std::memory_order_relaxed) > 0);
+  if (nr_suspects == 0) return keep_watching;
 
   // Ask the kernel without holding the lock.
   lk.unlock();
@@ -177,11 +191,24 @@ bool pool::watchdog_tick(clock::time_point now) {
     worker* w = s.w;
     if (w->current_ == nullptr || w->seq_.load(std::memory_order_relaxed) != s.seq) continue;
     if (state[i] == 'S' || state[i] == 'D') {
-      if (!w->counted_ || worklist_.empty()) continue;
+      if (!w->counted_) continue;
+      // Completions a blocked worker would have reaped between items: the
+      // watchdog reaps them, under the pool lock like any reaper.
+      if (worklist_.empty() && ring_->cq_ready()) poll_locked(lk);
+      if (worklist_.empty() && !ring_->has_unsubmitted()) continue;
       // Blocked: what the kernel's wq_worker_sleeping() would have done.
       ++blocked_detected_;
       if (log_blocked) blocked_names.push_back(w->name_);
       leave_running_locked(w, lk);
+      // With nothing queued, leaving wakes nobody; the requests it left
+      // prepared need a worker to submit them all the same.
+      if (worklist_.empty() && ring_->has_unsubmitted()) {
+        if (worker* x = wake_one_idle()) {
+          lk.unlock();
+          signal_worker(x);
+          lk.lock();
+        }
+      }
     } else if (state[i] == 'R' && s.hog_check && !w->hog_ && cpu_ns[i] != UINT64_MAX) {
       // Running now is not enough (a polling loop is running at times):
       // a hog used at least half the CPU time since the last look.
@@ -219,7 +246,7 @@ bool pool::watchdog_tick(clock::time_point now) {
       log().debug("pool {}: worker {} blocked in its item; it no longer counts as running",
                   name_, n);
   }
-  return waiting;
+  return keep_watching;
 }
 
 watchdog::watchdog(runtime_impl& rt) : rt_(rt) {}
