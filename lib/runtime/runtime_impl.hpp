@@ -26,6 +26,7 @@ struct topology {
 topology discover_topology(const std::vector<int>& requested);
 
 class resolver_thread;
+class stats_server;
 
 struct runtime_impl {
   explicit runtime_impl(runtime* self, runtime_options opts);
@@ -76,6 +77,11 @@ struct runtime_impl {
   resolver_thread& resolver();
   std::mutex resolver_mutex_;
   std::unique_ptr<resolver_thread> resolver_;  // resolver_mutex_
+
+  // Publishes stats() on a Unix socket if one is configured; started last
+  // in the constructor, stopped by shutdown() once the drain is done (a
+  // monitor can watch a slow shutdown). Null when not publishing.
+  std::unique_ptr<stats_server> stats_server_;
 
   int cpu_index_for(int cpu) const noexcept;
   void shutdown();
