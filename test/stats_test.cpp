@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -710,29 +711,53 @@ TEST(stats_socket, too_many_clients_are_told_so) {
   for (int fd : fds) ::close(fd);
 }
 
-TEST(stats_socket, a_client_that_never_reads_blocks_nothing) {
-  const std::string path = temp_socket_path("noread");
-  cowq::runtime rt({.stats_socket = path});
-  auto& wq = rt.alloc_workqueue("after");
-  const int lazy = connect_to(path);
-  ASSERT_GE(lazy, 0);
-  // Asks for far more than its socket buffers hold, and never reads.
-  ASSERT_EQ(::fcntl(lazy, F_SETFL, O_NONBLOCK), 0);
+// Connects, asks for far more than the socket buffers hold, never reads.
+int lazy_client(const std::string& path) {
+  const int fd = connect_to(path);
+  if (fd < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return -1;
   std::string many;
   for (int i = 0; i < 4096; ++i) many += "stats\n";
   std::size_t sent = 0;
   for (int round = 0; round < 64; ++round) {
-    const ssize_t n = ::send(lazy, many.data(), many.size(), MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd, many.data(), many.size(), MSG_NOSIGNAL);
     if (n < 0) break;
     sent += static_cast<std::size_t>(n);
   }
   EXPECT_GT(sent, 0u);
+  return fd;
+}
+
+TEST(stats_socket, a_client_that_never_reads_blocks_nothing) {
+  const std::string path = temp_socket_path("noread");
+  cowq::runtime rt({.stats_socket = path});
+  auto& wq = rt.alloc_workqueue("after");
+  const int lazy = lazy_client(path);
+  ASSERT_GE(lazy, 0);
   // Others are still served, and the runtime still runs items.
   for (int i = 0; i < 3; ++i) EXPECT_NE(snapshot(path).find("pools"), nullptr);
   for (int i = 0; i < 10; ++i) wq.spawn(nothing());
   wq.flush();
   rt.shutdown();
   EXPECT_FALSE(exists(path));
+  ::close(lazy);
+}
+
+TEST(stats_socket, a_client_that_never_reads_is_dropped) {
+  const std::string path = temp_socket_path("dropped");
+  cowq::runtime rt({.stats_socket = path});
+  const int lazy = lazy_client(path);
+  ASSERT_GE(lazy, 0);
+  // The server closes it once it has taken nothing for the stall timeout
+  // (10 s); the client sees the hang-up without reading a byte.
+  pollfd p{lazy, POLLRDHUP, 0};
+  const auto start = std::chrono::steady_clock::now();
+  int n;
+  do n = ::poll(&p, 1, 60'000);  // EINTR: see line_reader
+  while (n < 0 && errno == EINTR);
+  ASSERT_EQ(n, 1) << "never dropped";
+  EXPECT_NE(p.revents & (POLLRDHUP | POLLHUP), 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 5s) << "dropped too eagerly";
+  EXPECT_NE(snapshot(path).find("pools"), nullptr);
   ::close(lazy);
 }
 
