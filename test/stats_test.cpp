@@ -39,11 +39,12 @@ struct json {
   bool b = false;
   std::string text;  // a string's value, a number's digits
   std::vector<json> items;
-  std::vector<std::pair<std::string, json>> members;
+  std::vector<json> members;  // of an object, each with its key
+  std::string key;
 
   const json* find(std::string_view k) const {
-    for (auto& [name, v] : members)
-      if (name == k) return &v;
+    for (auto& m : members)
+      if (m.key == k) return &m;
     return nullptr;
   }
   // The member k; a test failure (and null) if it is missing.
@@ -228,8 +229,9 @@ class json_reader {
       if (i_ >= s_.size() || s_[i_] != '"') return false;
       std::string k;
       if (!str(k) || !eat(':')) return false;
-      v.members.emplace_back(std::move(k), json{});
-      if (!value(v.members.back().second)) return false;
+      v.members.emplace_back();
+      v.members.back().key = std::move(k);
+      if (!value(v.members.back())) return false;
     } while (eat(','));
     return eat('}');
   }
