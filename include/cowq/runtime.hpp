@@ -49,6 +49,12 @@ struct runtime_options {
   int highpri_nice = -20;
   // Prefix of worker thread names ("cowq" gives "cowq/1:0H").
   std::string name = "cowq";
+  // Publishes live stats on this Unix socket while the runtime runs, for
+  // cowq-monitor (docs/monitoring.md); a leading '@' names a Linux abstract
+  // socket. Empty means the path in the environment variable
+  // COWQ_STATS_SOCKET, if set. A path that cannot be used is logged and the
+  // runtime runs without publishing.
+  std::string stats_socket{};
   watchdog_options watchdog{};
 };
 

@@ -60,4 +60,10 @@ struct runtime_stats {
 // Renders the snapshot as a table, for demos and logs.
 std::string to_string(const runtime_stats& s);
 
+// Renders the snapshot as one line of JSON (no newline): an object with
+// "pools", "workqueues" and "live_coroutines", members named as the fields
+// above, names escaped (and made valid UTF-8). The stats socket sends this;
+// see docs/monitoring.md.
+std::string to_json(const runtime_stats& s);
+
 }  // namespace cowq

@@ -3,6 +3,7 @@
 
 #include "../log/log.hpp"
 #include "../net/resolver.hpp"
+#include "stats_server.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -75,6 +76,7 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
   system_highpri_wq_ = &alloc("events_highpri", wq_flags::highpri, 0);
   system_unbound_wq_ = &alloc("events_unbound", wq_flags::unbound, wq_max_active);
   system_long_wq_ = &alloc("events_long", wq_flags::none, 0);
+  stats_server_ = stats_server::start(*this);
 }
 
 runtime_impl::~runtime_impl() { shutdown(); }
@@ -184,6 +186,7 @@ void runtime_impl::shutdown() {
     std::lock_guard g(resolver_mutex_);
     if (resolver_) resolver_->stop();
   }
+  if (stats_server_) stats_server_->stop();
   // Nothing is left to watch or rescue.
   watchdog_->stop();
   for (auto* w : all)
@@ -356,6 +359,81 @@ std::string to_string(const runtime_stats& s) {
   std::snprintf(line, sizeof line, "live detached coroutines: %lld\n",
                 static_cast<long long>(s.live_coroutines));
   out += line;
+  return out;
+}
+
+std::string to_json(const runtime_stats& s) {
+  std::string out = "{";
+  auto key = [&](const char* k) {
+    out += '"';
+    out += k;
+    out += "\":";
+  };
+  auto num = [&](const char* k, auto v) {
+    key(k);
+    out += std::to_string(v);
+    out += ',';
+  };
+  auto text = [&](const char* k, const std::string& v) {
+    key(k);
+    detail::append_json_string(out, v);
+    out += ',';
+  };
+  // Replaces the comma after the last member, if any, with c.
+  auto close = [&](char c) {
+    if (out.back() == ',')
+      out.back() = c;
+    else
+      out += c;
+  };
+  out += "\"pools\":[";
+  for (auto& p : s.pools) {
+    out += '{';
+    num("id", p.id);
+    text("name", p.name);
+    num("cpu", p.cpu);
+    num("node", p.node);
+    key("highpri");
+    out += p.highpri ? "true," : "false,";
+    num("workers", p.workers);
+    num("idle", p.idle);
+    num("running", p.running);
+    num("items_executed", p.items_executed);
+    num("workers_created", p.workers_created);
+    num("workers_destroyed", p.workers_destroyed);
+    num("pending", p.pending);
+    num("timers", p.timers);
+    num("io_in_flight", p.io_in_flight);
+    num("peak_workers", p.peak_workers);
+    num("blocking_regions", p.blocking_regions);
+    num("blocked_detected", p.blocked_detected);
+    num("hogs_detected", p.hogs_detected);
+    num("creation_failures", p.creation_failures);
+    num("maydays", p.maydays);
+    num("rescued", p.rescued);
+    close('}');
+    out += ',';
+  }
+  close(']');
+  out += ",\"workqueues\":[";
+  for (auto& w : s.workqueues) {
+    out += '{';
+    text("name", w.name);
+    num("flags", w.flags);
+    num("max_active", w.max_active);
+    num("queued", w.queued);
+    num("active", w.active);
+    num("inactive", w.inactive);
+    num("completed", w.completed);
+    num("escaped_exceptions", w.escaped_exceptions);
+    num("rescued", w.rescued);
+    close('}');
+    out += ',';
+  }
+  close(']');
+  out += ',';
+  num("live_coroutines", s.live_coroutines);
+  close('}');
   return out;
 }
 

@@ -28,6 +28,7 @@ struct topology {
 topology discover_topology(const std::vector<int>& requested);
 
 class resolver_thread;
+class stats_server;
 
 // An Asio execution context whose services the runtime can shut down.
 struct runtime_asio_context : asio::execution_context {
@@ -89,6 +90,11 @@ struct runtime_impl {
 
   std::mutex resolver_mutex_;
   std::unique_ptr<resolver_thread> resolver_;  // resolver_mutex_
+
+  // Publishes stats() on a Unix socket if one is configured; started last
+  // in the constructor, stopped by shutdown() once the drain is done (a
+  // monitor can watch a slow shutdown). Null when not publishing.
+  std::unique_ptr<stats_server> stats_server_;
 
   int cpu_index_for(int cpu) const noexcept;
   void shutdown();
