@@ -190,7 +190,8 @@ cowq::task<void> server::serve(cowq::net::stream s) {
       off += w.value;
     }
     out.clear();
-    out.shrink_to(opts_.read_buffer * 4);
+    // Not after every large reply: 1 MiB values would reallocate per batch.
+    out.shrink_to(opts_.flush_bytes * 16);
     if (close_after || !open) break;
     if (more) continue;
 

@@ -177,12 +177,6 @@ std::size_t store::size() {
     shard& s = shards_[i];
     std::lock_guard lock(s.mu);
     n += s.map.size();
-    if (!s.has_deadlines()) continue;
-    const std::int64_t now = now_ms();
-    for (const auto& d : s.deadlines) {
-      if (!expired(d.first, now)) break;
-      --n;
-    }
   }
   return n;
 }

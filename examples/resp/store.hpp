@@ -105,7 +105,7 @@ class store {
 
   // Remaining time to live: -2 no such key, -1 no deadline, else ms.
   std::int64_t pttl(const hashed_key& k);
-  // Live keys (expired ones not yet swept are not counted).
+  // Keys held, counting expired ones not yet removed (as Redis's DBSIZE).
   std::size_t size();
   void clear();
 
