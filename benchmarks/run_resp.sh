@@ -30,6 +30,11 @@
 #   RESP_REQUESTS_PN  -n with pipelining [1500000]
 #   RESP_DATA         -d, value bytes [3]
 #   RESP_KEYSPACE     -r, random keys from this many; 0: one key [0]
+#   RESP_SERVERS      servers, in the order of the odd repetitions (even
+#                     ones reverse it): resp, redis, and resp_alt, a second
+#                     resp_server with RESP_ALT_ARGS added ["resp redis"]
+#   RESP_ARGS         extra arguments for resp_server [none]
+#   RESP_ALT_ARGS     extra arguments for resp_alt [none]
 #   RESP_NICE         nice value for servers and driver [-10; 0 to leave alone]
 #   RESP_RUN_TIMEOUT  seconds one redis-benchmark run may take [120]
 #   RESP_BUDGET       seconds the whole measuring part may take; later
@@ -50,6 +55,9 @@ requests_p1=${RESP_REQUESTS_P1:-150000}
 requests_pn=${RESP_REQUESTS_PN:-1500000}
 data_size=${RESP_DATA:-3}
 keyspace=${RESP_KEYSPACE:-0}
+servers=${RESP_SERVERS:-"resp redis"}
+read -r -a resp_args <<< "${RESP_ARGS:-}"
+read -r -a alt_args <<< "${RESP_ALT_ARGS:-}"
 nice_val=${RESP_NICE:--10}
 run_timeout=${RESP_RUN_TIMEOUT:-120}
 budget=${RESP_BUDGET:-1800}
@@ -110,6 +118,7 @@ if [[ $nice_val != 0 ]]; then prio=(nice -n "$nice_val"); fi
   echo "kernel: $(uname -r)"
   echo "cpus: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'))"
   echo "redis-server: $(redis-server --version)"
+  echo "servers: $servers; resp_server args: ${RESP_ARGS:-none}; resp_alt args: ${RESP_ALT_ARGS:-none}"
   echo "clients $clients, requests $requests_p1 (-P 1) / $requests_pn (pipelined), -d $data_size, -r $keyspace, reps $reps, nice $nice_val"
 } | tee "$out/meta.txt"
 
@@ -125,9 +134,11 @@ start_server() {
   local name=$1 log=$out/server-$1.log port
   : > "$log"
   case $name in
-    resp)
+    resp | resp_alt)
+      local extra=("${resp_args[@]}")
+      [[ $name == resp_alt ]] && extra+=("${alt_args[@]}")
       taskset -c 0 "${prio[@]}" "$build/examples/resp_server" --port 0 --cpus 0 --address 127.0.0.1 \
-        > "$log" 2>&1 &
+        "${extra[@]}" > "$log" 2>&1 &
       ;;
     redis)
       port=$(free_port)
@@ -141,7 +152,7 @@ start_server() {
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 200); do
-    if [[ $name == resp ]]; then
+    if [[ $name != redis ]]; then
       port=$(sed -n 's/^listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log")
       [[ -n $port ]] && break
     elif grep -q 'Ready to accept connections' "$log"; then
@@ -228,6 +239,8 @@ data = [r for r in rows[1:] if r]
 if p.returncode == 0 and len(data) == 1:
     rec["rps"] = float(data[0][1])
     rec["p50_ms"] = float(data[0][4])
+    rec["p99_ms"] = float(data[0][6])
+    rec["max_ms"] = float(data[0][7])
     rec["server_cpu_us_per_req"] = round(1e6 * rec["server_cpu_s"] / int(n), 3)
     # Busy CPU of the whole machine minus the server's, in CPUs: the
     # driver's share plus anyone else's.
@@ -251,8 +264,8 @@ for rep in $(seq "$reps"); do
   fi
   wait_quiet
   echo "== repetition $rep (busy CPUs before: $pre_busy, loadavg: $pre_load, waited ${quiet_waited}s)"
-  order="resp redis"
-  ((rep % 2 == 0)) && order="redis resp"
+  order=$servers
+  ((rep % 2 == 0)) && order=$(tr ' ' '\n' <<< "$servers" | tac | tr '\n' ' ')
   for s in $order; do start_server "$s"; done
   for pl in $pipelines; do
     for t in $tests; do
@@ -263,11 +276,11 @@ for rep in $(seq "$reps"); do
 import json, sys
 r = json.loads(sys.argv[1])
 if "rps" in r:
-    print("  -P %-2d %-11s %-5s %10.0f req/s  server %6.3f us/req %4.2f CPUs  p50 %6.3f ms  driver %4.2f CPUs  rest %4.2f CPUs" % (
+    print("  -P %-2d %-11s %-8s %10.0f req/s  server %6.3f us/req %4.2f CPUs  p50 %6.3f ms  driver %4.2f CPUs  rest %4.2f CPUs" % (
         r["pipeline"], r["test"], r["server"], r["rps"], r["server_cpu_us_per_req"],
         r["server_cpu_s"] / r["wall_s"], r["p50_ms"], r["driver_cpus"], r["rest_busy_cpus"]))
 else:
-    print("  -P %-2d %-11s %-5s FAILED: %s" % (r["pipeline"], r["test"], r["server"], r.get("error")))
+    print("  -P %-2d %-11s %-8s FAILED: %s" % (r["pipeline"], r["test"], r["server"], r.get("error")))
 ' "$line"
         if ! grep -q '"rps"' <<< "$line"; then failures=$((failures + 1)); fi
       done
@@ -302,37 +315,41 @@ def fmt(xs):
 
 L = []
 P = L.append
+present = {r["server"] for r in runs if "rps" in r}
+pairs = [(a, b) for a, b in [("resp", "redis"), ("resp_alt", "redis"), ("resp_alt", "resp")]
+         if a in present and b in present]
 P("Medians over repetitions; ratios are medians of per-repetition ratios (min-max in brackets).")
-P("CPU ratio is redis-server's CPU per request over resp_server's: above 1, resp_server is cheaper.")
+P("The CPU ratio is B's server CPU per request over A's: above 1, A is cheaper per request.")
+for a_name, b_name in pairs:
+    P("")
+    P("A = %s, B = %s:" % (a_name, b_name))
+    P("")
+    P("| -P | test | A req/s | B req/s | req/s A/B | A CPU µs/req | B CPU µs/req | CPU B/A | A p50 ms | B p50 ms | n |")
+    P("|---:|---|---:|---:|---|---:|---:|---|---:|---:|---:|")
+    for key in sorted(by):
+        g = by[key]
+        a, b = g.get(a_name, {}), g.get(b_name, {})
+        row = [str(key[0]), key[1],
+               "%.0f" % med([r["rps"] for r in a.values()]), "%.0f" % med([r["rps"] for r in b.values()]),
+               fmt(ratios(a, b, "rps")),
+               "%.3f" % med([r["server_cpu_us_per_req"] for r in a.values()]),
+               "%.3f" % med([r["server_cpu_us_per_req"] for r in b.values()]),
+               fmt(ratios(a, b, "server_cpu_us_per_req", invert=True)),
+               "%.3f" % med([r["p50_ms"] for r in a.values()]), "%.3f" % med([r["p50_ms"] for r in b.values()]),
+               "%d/%d" % (len(a), len(b))]
+        P("| " + " | ".join(row) + " |")
 P("")
-P("| -P | test | resp req/s | redis req/s | req/s resp/redis | resp CPU µs/req | redis CPU µs/req | CPU redis/resp | resp p50 ms | redis p50 ms | n |")
-P("|---:|---|---:|---:|---|---:|---:|---|---:|---:|---:|")
-for key in sorted(by):
-    g = by[key]
-    a, b = g.get("resp", {}), g.get("redis", {})
-    row = [str(key[0]), key[1],
-           "%.0f" % med([r["rps"] for r in a.values()]), "%.0f" % med([r["rps"] for r in b.values()]),
-           fmt(ratios(a, b, "rps")),
-           "%.3f" % med([r["server_cpu_us_per_req"] for r in a.values()]),
-           "%.3f" % med([r["server_cpu_us_per_req"] for r in b.values()]),
-           fmt(ratios(a, b, "server_cpu_us_per_req", invert=True)),
-           "%.3f" % med([r["p50_ms"] for r in a.values()]), "%.3f" % med([r["p50_ms"] for r in b.values()]),
-           "%d/%d" % (len(a), len(b))]
-    P("| " + " | ".join(row) + " |")
-P("")
-P("Conditions, medians in CPUs (1.00 = one CPU busy all the run): the server, redis-benchmark,"
+P("Conditions, medians in CPUs (1.00 = one CPU busy for the whole run): the server, redis-benchmark,"
   " and everything but the server (the driver plus anyone else on the machine):")
 P("")
-P("| -P | test | resp server | redis server | driver vs resp | driver vs redis | rest vs resp | rest vs redis |")
-P("|---:|---|---:|---:|---:|---:|---:|---:|")
+P("| -P | test | server | server CPUs | driver CPUs | rest CPUs |")
+P("|---:|---|---|---:|---:|---:|")
 for key in sorted(by):
-    g = by[key]
-    a, b = g.get("resp", {}).values(), g.get("redis", {}).values()
-    P("| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |" % (
-        key[0], key[1], med([r["server_cpu_s"] / r["wall_s"] for r in a]),
-        med([r["server_cpu_s"] / r["wall_s"] for r in b]),
-        med([r["driver_cpus"] for r in a]), med([r["driver_cpus"] for r in b]),
-        med([r["rest_busy_cpus"] for r in a]), med([r["rest_busy_cpus"] for r in b])))
+    for name in sorted(by[key]):
+        rs = by[key][name].values()
+        P("| %d | %s | %s | %.2f | %.2f | %.2f |" % (
+            key[0], key[1], name, med([r["server_cpu_s"] / r["wall_s"] for r in rs]),
+            med([r["driver_cpus"] for r in rs]), med([r["rest_busy_cpus"] for r in rs])))
 P("")
 fails = [r for r in runs if "rps" not in r]
 P("Failed runs: %d." % len(fails))
