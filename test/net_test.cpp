@@ -142,6 +142,26 @@ TEST(net, recv_timeout_gives_timed_out) {
   EXPECT_EQ(cowq::sync_wait(rt, t()), std::errc::timed_out);
 }
 
+TEST(net, accept_timeout_gives_timed_out_and_loses_no_connection) {
+  cowq::runtime rt;
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<std::string> {
+    std::string out;
+    // Twice: the first accept arms the listener's request (multishot where
+    // the kernel has it), the second waits on it.
+    for (int i = 0; i < 2; ++i) {
+      auto a = co_await l.accept(30ms);  // nobody connects
+      out += a.error == std::errc::timed_out ? "timed_out;" : "other;";
+    }
+    // A connection arriving after a timed-out accept waits for the next.
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept(10s);
+    out += c && a ? "accepted" : "lost";
+    co_return out;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, t()), "timed_out;timed_out;accepted");
+}
+
 TEST(net, stop_token_cancels_recv_in_the_kernel) {
   cowq::runtime rt;
   auto l = tcp_listener::bind(kLoopback);

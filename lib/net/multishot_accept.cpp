@@ -13,6 +13,7 @@
 #include <cowq/net.hpp>
 
 #include <cerrno>
+#include <utility>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,6 +33,15 @@ void arm_locked(accept_state* s) {
   tsan_release(s);
 }
 
+// Under the home pool's lock (fire_locked_), from its timer heap.
+void accept_timed_out(timer_node* t) {
+  accept_state* s = static_cast<accept_timer*>(t)->state;
+  if (io_op* w = std::exchange(s->waiter, nullptr)) {
+    w->res_ = -ETIMEDOUT;
+    s->home->enqueue_locked(w->pwq_, w);
+  }
+}
+
 void destroy(accept_state* s) {
   for (int fd : s->ready) ::close(fd);
   delete s;
@@ -39,9 +49,15 @@ void destroy(accept_state* s) {
 
 }  // namespace
 
+accept_state::accept_state(int listen_fd) noexcept : fd(listen_fd) {
+  timer.state = this;
+  timer.fire_ = &accept_timed_out;
+  timer.fire_locked_ = true;
+}
+
 accept_state* make_accept_state(int fd) { return new accept_state(fd); }
 
-bool multishot_accept_start(accept_state* s, io_op* op) {
+bool multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout) {
   worker* w = current_worker();
   pwq* q = current_pwq();
   if (w == nullptr || q == nullptr) return false;
@@ -72,6 +88,7 @@ bool multishot_accept_start(accept_state* s, io_op* op) {
     return true;
   }
   s->waiter = op;
+  if (timeout.count() > 0) p->arm_timer_locked(&s->timer, clock::now() + timeout);
   if (!s->armed) arm_locked(s);
   return true;
 }
@@ -84,6 +101,7 @@ void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags
   }
   if (io_op* w = s->waiter) {
     s->waiter = nullptr;
+    p.timers_.cancel(&s->timer);
     w->res_ = res;
     p.enqueue_locked(w->pwq_, w);
   } else if (res >= 0) {
@@ -103,6 +121,7 @@ bool multishot_accept_cancel(io_op* op) noexcept {
     std::lock_guard g(p->lock_);
     if (s->waiter != op) return true;  // already completed
     s->waiter = nullptr;
+    p->timers_.cancel(&s->timer);
   }
   // No longer the waiter, so no completion can queue it: we do.
   p->complete_from_outside(op, -ECANCELED);
@@ -119,6 +138,9 @@ void multishot_accept_close(accept_state* s) {
   {
     std::lock_guard g(p->lock_);
     s->closed = true;
+    // A waiter is completed by the cancel below; its timeout must not
+    // outlive the state.
+    p->timers_.cancel(&s->timer);
     if (!s->armed) {
       destroy_now = true;
     } else {

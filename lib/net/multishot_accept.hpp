@@ -10,8 +10,15 @@ namespace cowq::detail {
 // Tags a multishot request's user_data (operations are 8-byte aligned).
 inline constexpr std::uint64_t kUdMultishotTag = 4;
 
+struct accept_state;
+
+// The waiting accept's timeout: one waiter at a time, so one timer.
+struct accept_timer : timer_node {
+  accept_state* state = nullptr;
+};
+
 struct accept_state {
-  explicit accept_state(int listen_fd) noexcept : fd(listen_fd) {}
+  explicit accept_state(int listen_fd) noexcept;
   int fd;                   // I: the listening socket
   pool* home = nullptr;     // set once, on the first accept
   bool armed = false;       // L(home): the request is in the kernel
@@ -19,13 +26,16 @@ struct accept_state {
   std::deque<int> ready;    // L(home): accepted, not yet taken
   int error = 0;            // L(home): an errno to report to the next accept
   io_op* waiter = nullptr;  // L(home): the accept waiting for a connection
+  accept_timer timer;       // L(home): armed while a waiter has a timeout
 };
 
 accept_state* make_accept_state(int fd);
 // On the calling worker: false means "use a single-shot accept instead".
 // Otherwise the op either completed at once (handle_ cleared, res_ set)
-// or waits for the request's next completion.
-bool multishot_accept_start(accept_state* s, io_op* op);
+// or waits for the request's next completion, or until timeout (if
+// non-zero) passes: then it completes with -ETIMEDOUT, and a connection
+// arriving later waits for the next accept.
+bool multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout);
 void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags);
 bool multishot_accept_cancel(io_op* op) noexcept;
 void multishot_accept_close(accept_state* s);

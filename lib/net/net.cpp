@@ -145,7 +145,7 @@ bool accept_awaitable::await_suspend(std::coroutine_handle<> h) {
     op_.handle_ = h;
     // Registered first, as for any operation: see io_awaitable.
     if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
-    if (detail::multishot_accept_start(multishot_, &op_)) return op_.handle_ != nullptr;
+    if (detail::multishot_accept_start(multishot_, &op_, opts_.timeout)) return op_.handle_ != nullptr;
     cancel_.reset();
   }
   return io_awaitable::await_suspend(h);
