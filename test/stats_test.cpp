@@ -300,9 +300,10 @@ bool send_all(int fd, std::string_view s) {
 
 // Reads one line (without its newline) from a client; nullopt at EOF, on an
 // error or timeout. Keeps what followed the line for the next call. EINTR
-// is no error: this thread submits to the pools' rings (the runtime's
-// constructor does), and io_uring's task work for those submissions
-// interrupts a blocking call that has a timeout, as SO_RCVTIMEO gives.
+// is no error: recv() with SO_RCVTIMEO gets it here now and then, no signal
+// sent (most likely io_uring task work for what this thread submitted to a
+// pool's ring, the constructor's first submissions, which interrupts a
+// blocking call that has a timeout).
 struct line_reader {
   explicit line_reader(int f) : fd(f) {}
   int fd;
