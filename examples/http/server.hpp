@@ -37,7 +37,9 @@ struct http_options {
   // its header lines, slowloris, is answered 408 and closed).
   std::chrono::milliseconds header_timeout{10'000};
   // One send of answers, and one read of a body, may take this long; a
-  // client that stops reading is dropped after it.
+  // client that stops reading is dropped after it. Timeouts are checked
+  // every quarter of the shortest of these three (10 ms to 1 s), so each
+  // fires between 1 and 1.25 times its length.
   std::chrono::milliseconds send_timeout{10'000};
   // After an error answer: how long the client's remaining input is
   // drained before the close (closing with unread input would send a reset
@@ -94,9 +96,8 @@ class http_stats {
 
 // Accepts connections on listener and serves each in a coroutine of
 // rt.system_wq(), until stop is requested; then stops accepting, cancels
-// every connection's pending read (answers already being sent still go
-// out, within send_timeout), and completes once every connection it
-// started has closed. opts, stats and listener must outlive the task; the
+// every connection's read or send in progress, and completes once every
+// connection it started has closed. opts, stats and listener must outlive the task; the
 // runtime must not be shut down before the task completes.
 //
 // Thread safety: opts is only read; several serve() tasks may share one
