@@ -345,6 +345,8 @@ bool connection::spurious_cancel(std::int64_t deadline) {
 
 void connection::put_answer(const answer& a, bool head_only, int minor, bool keep_alive) {
   count(a.status);
+  // The plaintext answer (its body is kHello itself, not a copy) in its
+  // common form is prebuilt with the date: one copy.
   if (a.status == 200 && a.body.data() == kHello.data() && !head_only && minor == 1 && keep_alive) {
     const date_cache& d = current_date();
     out_.put({d.hello, d.hello_len});

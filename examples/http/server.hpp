@@ -64,10 +64,11 @@ struct http_options {
 class http_stats {
  public:
   static constexpr std::array<int, 10> statuses = {200, 400, 404, 405, 408, 413, 431, 500, 501, 505};
+  // Where status is counted; statuses not in the list count as 500.
   static constexpr int status_index(int status) noexcept {
     for (std::size_t i = 0; i < statuses.size(); ++i)
       if (statuses[i] == status) return static_cast<int>(i);
-    return static_cast<int>(statuses.size()) - 3;  // 500
+    return status == 500 ? -1 : status_index(500);
   }
 
   std::uint64_t responses(int status) const noexcept;
@@ -93,6 +94,8 @@ class http_stats {
   };
   std::array<shard, kShards> shards_{};
 };
+
+static_assert(http_stats::status_index(500) >= 0, "500 counts the statuses not listed");
 
 // Accepts connections on listener and serves each in a coroutine of
 // rt.system_wq(), until stop is requested; then stops accepting, cancels
