@@ -30,7 +30,9 @@
 #                     has wrk send that many requests per write
 #                     (pipelining, as TechEmpower's plaintext test does)
 #   HTTP_SERVERS      servers in the first repetition's order, reversed in
-#                     every other one ["cowq nginx"]
+#                     every other one ["cowq nginx"]; "cowq-tick" is cowq
+#                     with --watchdog-tick-us HTTP_TICK_US [2000] (cowq's
+#                     default tick is 500 us: what the watchdog costs)
 #   HTTP_NICE         nice value for servers and wrk [-10; 0 to leave alone]
 #   HTTP_QUIET_BUSY   wait before a repetition while other processes keep
 #                     more than this many CPUs busy [0.3]
@@ -52,6 +54,7 @@ warmup=${HTTP_WARMUP:-1}
 reps=${HTTP_REPS:-5}
 configs=${HTTP_CONFIGS:-"64:1 256:1 256:16"}
 servers=${HTTP_SERVERS:-"cowq nginx"}
+tick_us=${HTTP_TICK_US:-2000}
 nice_val=${HTTP_NICE:--10}
 quiet_busy=${HTTP_QUIET_BUSY:-0.3}
 quiet_wait=${HTTP_QUIET_WAIT:-20}
@@ -217,9 +220,12 @@ start_server() {  # name -> server_pid, server_port, cpu_pids
   local name=$1 log=$out/server-$1.log i
   : > "$log"
   case $name in
-    cowq)
+    cowq | cowq-tick)
+      local extra=()
+      if [[ $name == cowq-tick ]]; then extra=(--watchdog-tick-us "$tick_us"); fi
       # taskset and nice exec the server: $! is the server's pid.
-      taskset -c 0 "${prio[@]}" "$build/examples/http_server" --port 0 --cpus 0 --address 127.0.0.1 > "$log" 2>&1 &
+      taskset -c 0 "${prio[@]}" "$build/examples/http_server" --port 0 --cpus 0 --address 127.0.0.1 "${extra[@]}" \
+        > "$log" 2>&1 &
       server_pid=$!
       server_port=""
       for i in $(seq 200); do
@@ -380,22 +386,33 @@ def paired(a, b, k):
 def fmt_ratio(xs):
     return "%.2f (%.2f-%.2f)" % (med(xs), min(xs), max(xs)) if xs else "n/a"
 
+def lat(rs, k):
+    xs = [x for x in field(rs, k) if x > 0]
+    return "%.0f" % med(xs) if xs else "n/a"
+
+servers = []
+for r in runs:
+    if r["server"] not in servers:
+        servers.append(r["server"])
 L = []
 P = L.append
-P("Medians over repetitions; ratios are medians of per-repetition ratios (min-max in brackets).")
+P("Medians over repetitions; ratios are medians of per-repetition ratios against nginx"
+  " (min-max in brackets); CPU is the server's utime+stime over wrk's run, per request.")
 P("")
-P("| conns | pipeline | cowq req/s | nginx req/s | cowq/nginx req/s | cowq CPU us/req | nginx CPU us/req |"
-  " CPU/req nginx/cowq | cowq p50 us | nginx p50 us | cowq p99 us | nginx p99 us |")
-P("|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|")
+P("| conns | pipeline | server | req/s | req/s vs nginx | CPU us/req | CPU/req nginx/this | p50 us | p99 us |")
+P("|---:|---:|---|---:|---|---:|---|---:|---:|")
 for k in sorted(by):
     g = by[k]
-    c, n = g.get("cowq", []), g.get("nginx", [])
-    P("| %d | %d | %.0f | %.0f | %s | %.2f | %.2f | %s | %.0f | %.0f | %.0f | %.0f |" % (
-        k[0], k[1], med(field(c, "req_per_s")), med(field(n, "req_per_s")),
-        fmt_ratio(paired(c, n, "req_per_s")),
-        med(field(c, "server_cpu_us_per_req")), med(field(n, "server_cpu_us_per_req")),
-        fmt_ratio(paired(n, c, "server_cpu_us_per_req")),
-        med(field(c, "p50_us")), med(field(n, "p50_us")), med(field(c, "p99_us")), med(field(n, "p99_us"))))
+    n = g.get("nginx", [])
+    for s in servers:
+        rs = g.get(s, [])
+        if not rs:
+            continue
+        vs = "" if s == "nginx" else fmt_ratio(paired(rs, n, "req_per_s"))
+        cpu = "" if s == "nginx" else fmt_ratio(paired(n, rs, "server_cpu_us_per_req"))
+        P("| %d | %d | %s | %.0f | %s | %.2f | %s | %s | %s |" % (
+            k[0], k[1], s, med(field(rs, "req_per_s")), vs, med(field(rs, "server_cpu_us_per_req")), cpu,
+            lat(rs, "p50_us"), lat(rs, "p99_us")))
 P("")
 P("Spread and conditions (medians: server CPU and wrk CPU in % of one CPU, CPU used by everything"
   " else during the window):")
@@ -403,7 +420,7 @@ P("")
 P("| conns | pipeline | server | req/s min-max | CPU us/req min-max | server CPU % | wrk CPU % | other CPU % | runs | SIGTERM exits | socket errors | non-2xx |")
 P("|---:|---:|---|---|---|---:|---:|---:|---:|---|---:|---:|")
 for k in sorted(by):
-    for s in ("cowq", "nginx"):
+    for s in servers:
         rs = by[k].get(s, [])
         if not rs:
             continue

@@ -1,7 +1,8 @@
 // An HTTP/1.1 server: the examples/http component behind a command line.
 //
 //   http_server [--port N] [--cpus LIST] [--address A]
-//               [--idle-timeout-ms N] [--header-timeout-ms N]
+//               [--idle-timeout-ms N] [--header-timeout-ms N] [--send-timeout-ms N]
+//               [--watchdog-tick-us N]
 //
 // Prints "listening on ADDRESS:PORT" once ready (port 0 picks a free one),
 // serves GET / ("Hello, World!"), /block?ms=N and /stats (see
@@ -26,7 +27,7 @@ namespace {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--port N] [--cpus LIST] [--address A] [--idle-timeout-ms N]"
-               " [--header-timeout-ms N]\n",
+               " [--header-timeout-ms N] [--send-timeout-ms N] [--watchdog-tick-us N]\n",
                argv0);
   return 2;
 }
@@ -85,6 +86,14 @@ int main(int argc, char** argv) {
     } else if (a == "--header-timeout-ms") {
       if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
       http_opts.header_timeout = std::chrono::milliseconds(v);
+    } else if (a == "--send-timeout-ms") {
+      if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
+      http_opts.send_timeout = std::chrono::milliseconds(v);
+    } else if (a == "--watchdog-tick-us") {
+      // How soon a worker blocked in /block is noticed (about two ticks),
+      // against what the watchdog costs while the server is busy.
+      if (!parse_long(argv[++i], 50, 1'000'000, v)) return usage(argv[0]);
+      opts.watchdog.tick = std::chrono::microseconds(v);
     } else {
       return usage(argv[0]);
     }

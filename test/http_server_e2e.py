@@ -2,7 +2,8 @@
 """End to end: starts examples/http_server on one CPU and a free port on
 127.0.0.1 and checks it over real sockets: the exact plaintext answer,
 HEAD, keep-alive, pipelining, HTTP/1.0, bodies, every error status and the
-close after it, the idle and header timeouts, many concurrent connections,
+close after it, the idle and header timeouts, a client that never reads
+(bounded memory, dropped after the send timeout), many concurrent connections,
 and that requests blocked in an unannotated nanosleep() do not hold up the
 ones behind them on that one CPU (cowq's watchdog). Then SIGTERM: the
 server must exit 0 with a connection still open."""
@@ -19,6 +20,7 @@ import time
 DEADLINE = 120           # seconds for any one wait; generous for sanitizer builds
 IDLE_TIMEOUT_MS = 2000
 HEADER_TIMEOUT_MS = 2000
+SEND_TIMEOUT_MS = 2000
 BLOCK_MS = 10000         # the server's maximum
 BLOCKERS = 3
 CONNECTIONS = 300
@@ -293,6 +295,44 @@ def test_timeouts(addr):
     c.close()
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+
+def test_no_reader(addr, pid):
+    """A client that pipelines without ever reading: the server stops
+    reading once its answers stop going out, holds no more than its
+    buffers, and drops the connection after its send timeout."""
+    before, _ = stats(addr)
+    rss0 = rss_kib(pid)
+    s = socket.create_connection(addr)
+    s.setblocking(False)
+    chunk = get("/") * 1000
+    sent = 0
+    limit = 512 << 20   # a server that buffered everything would take all this
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_WRITE)
+    end = time.monotonic() + DEADLINE
+    dropped = False
+    while time.monotonic() < end and sent < limit:
+        try:
+            sent += s.send(chunk)
+        except BlockingIOError:
+            sel.select(timeout=1)
+        except (BrokenPipeError, ConnectionResetError):
+            dropped = True
+            break
+    sel.close()
+    check(sent < limit, "server took %d MiB of requests without its answers being read" % (sent >> 20))
+    check(dropped, "server kept a connection whose client never reads (%d MiB sent)" % (sent >> 20))
+    grew = rss_kib(pid) - rss0
+    check(grew < 32 * 1024, "server grew by %d KiB for one connection" % grew)
+    s.close()
+    after, _ = stats(addr)
+    check(after["timed_out"] > before["timed_out"], "not counted as a timeout: %r" % after)
+
+
 def test_many_connections(addr):
     per = 3
     sel = selectors.DefaultSelector()
@@ -393,7 +433,8 @@ def main():
     cpu = min(os.sched_getaffinity(0))
     proc = subprocess.Popen([server, "--port", "0", "--cpus", str(cpu),
                              "--idle-timeout-ms", str(IDLE_TIMEOUT_MS),
-                             "--header-timeout-ms", str(HEADER_TIMEOUT_MS)],
+                             "--header-timeout-ms", str(HEADER_TIMEOUT_MS),
+                             "--send-timeout-ms", str(SEND_TIMEOUT_MS)],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -408,6 +449,7 @@ def main():
             ("HTTP/1.0 and Connection: close", lambda: test_http10(addr)),
             ("errors", lambda: test_errors(addr)),
             ("timeouts", lambda: test_timeouts(addr)),
+            ("client that never reads", lambda: test_no_reader(addr, proc.pid)),
             ("many connections", lambda: test_many_connections(addr)),
             ("blocking", lambda: test_blocking(addr, cpu)),
         ]

@@ -20,6 +20,7 @@
 #include <ctime>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <sched.h>
 #include <string_view>
 #include <sys/socket.h>
@@ -188,15 +189,46 @@ void sleep_blocking(int ms) noexcept {
   }
 }
 
+// Milliseconds of CLOCK_MONOTONIC_COARSE: a vDSO read of the last tick,
+// a few ns, as precise as a timeout checked every sweep period needs.
+std::int64_t coarse_now_ms() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+constexpr std::int64_t kNoDeadline = INT64_MAX;
+
+std::int64_t to_ms(std::chrono::milliseconds d) noexcept { return d.count(); }
+
+class connection;
+
 struct server_state {
+  server_state(cowq::runtime& r, const http_options& o, http_stats& s, std::stop_token t)
+      : rt(r), opts(o), stats(s), stop(std::move(t)) {
+    // A quarter of the shortest timeout: a timeout fires between 1 and
+    // 1.25 times its length.
+    const auto shortest = std::min({o.idle_timeout, o.header_timeout, o.send_timeout});
+    sweep_period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
+                                                         std::chrono::milliseconds(1000));
+  }
   cowq::runtime& rt;
   const http_options& opts;
   http_stats& stats;
   std::stop_token stop;
-  // Connection coroutines started and not finished. The release decrement
-  // at a connection's end pairs with the acquire load in serve()'s wait.
+  std::chrono::milliseconds sweep_period;
+  // Connection coroutines (and the sweeper) started and not finished. The
+  // release decrement at their end pairs with the acquire load in serve()'s
+  // wait.
   std::atomic<std::int64_t> live{0};
+
+  // The open connections, for the sweeper and for serve()'s stop.
+  std::mutex mu;
+  connection* head = nullptr;    // M: mu
+  bool sweeper_running = false;  // M: mu
+  bool stopping = false;         // M: mu; set once, by serve() when it stops
 };
+
+cowq::task<void> sweep(server_state& st);
 
 enum class close_mode {
   quiet,     // nothing unread is expected: close
@@ -213,9 +245,38 @@ class connection {
         rcap_(std::max(opts_.read_buffer_bytes, opts_.max_head_bytes + 1)),
         rbuf_(std::make_unique<char[]>(rcap_)),
         out_(std::max(opts_.write_buffer_bytes, 2 * kMaxSmallAnswer)),
-        parser_(opts_.max_head_bytes) {}
+        parser_(opts_.max_head_bytes) {
+    std::lock_guard g(st_.mu);
+    next_ = st_.head;
+    if (next_ != nullptr) next_->prev_ = this;
+    st_.head = this;
+    if (st_.stopping) {
+      stop_.request_stop();  // came in after serve() stopped everyone else
+    } else if (!st_.sweeper_running) {
+      st_.sweeper_running = true;
+      st_.live.fetch_add(1, std::memory_order_relaxed);
+      st_.rt.system_wq().spawn(sweep(st_));
+    }
+  }
+  ~connection() {
+    std::lock_guard g(st_.mu);
+    if (prev_ != nullptr) prev_->next_ = next_;
+    else st_.head = next_;
+    if (next_ != nullptr) next_->prev_ = prev_;
+  }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
 
   cowq::task<void> run();
+
+  // The sweeper's look, under st_.mu: cancels the operation in flight if
+  // its deadline has passed.
+  void expire_if_due(std::int64_t now) noexcept {
+    if (deadline_ms_.load(std::memory_order_relaxed) <= now) stop_.request_stop();
+  }
+  // serve()'s stop, under st_.mu.
+  void stop() noexcept { stop_.request_stop(); }
+  connection* next() const noexcept { return next_; }
 
  private:
   using clock = std::chrono::steady_clock;
@@ -238,6 +299,12 @@ class connection {
   cowq::task<bool> send_all(const char* p, std::size_t n);
   cowq::task<bool> flush();
   cowq::task<void> close(close_mode how);
+  // After an operation was cancelled with its deadline still ahead and the
+  // server not stopping: the sweeper read the deadline of the operation
+  // before and stopped stop_ just as this one started. Gives the
+  // connection a fresh stop_source and returns true (retry); otherwise
+  // false (a timeout, or the server's stop).
+  bool spurious_cancel(std::int64_t deadline);
 
   server_state& st_;
   const http_options& opts_;
@@ -250,14 +317,36 @@ class connection {
   out_buffer out_;
   std::string big_;      // an answer larger than out_, sent after it
   request_parser parser_;
-  clock::time_point head_deadline_{};
+  std::int64_t head_deadline_ = 0;  // coarse ms
   bool head_started_ = false;
   std::array<std::uint32_t, http_stats::statuses.size()> counts_{};
   bool counted_ = false;
+
+  // Deadline (coarse ms) of the operation in flight, kNoDeadline between
+  // operations. Relaxed: the sweeper reading a stale value either looks
+  // again a period later or, in the race spurious_cancel() handles,
+  // cancels an operation whose deadline had moved on.
+  std::atomic<std::int64_t> deadline_ms_{kNoDeadline};
+  // Cancels this connection's operations: stopped by the sweeper and by
+  // serve(), each under st_.mu; replaced (under st_.mu) only by
+  // spurious_cancel().
+  std::stop_source stop_;
+  connection* prev_ = nullptr;  // M: st_.mu
+  connection* next_ = nullptr;  // M: st_.mu
 };
+
+bool connection::spurious_cancel(std::int64_t deadline) {
+  if (st_.stop.stop_requested() || coarse_now_ms() >= deadline) return false;
+  std::lock_guard g(st_.mu);
+  if (st_.stopping) return false;
+  stop_ = std::stop_source();
+  return true;
+}
 
 void connection::put_answer(const answer& a, bool head_only, int minor, bool keep_alive) {
   count(a.status);
+  // The plaintext answer (its body is kHello itself, not a copy) in its
+  // common form is prebuilt with the date: one copy.
   if (a.status == 200 && a.body.data() == kHello.data() && !head_only && minor == 1 && keep_alive) {
     const date_cache& d = current_date();
     out_.put({d.hello, d.hello_len});
@@ -317,12 +406,15 @@ bool connection::handle(const request& req, const char* base) {
 }
 
 cowq::task<bool> connection::send_all(const char* p, std::size_t n) {
+  const std::int64_t deadline = coarse_now_ms() + to_ms(opts_.send_timeout);
   while (n > 0) {
-    // No stop token: answers already made still go out at shutdown,
-    // within send_timeout.
-    cowq::io_result r = co_await s_.send(cowq::net::as_bytes({p, n}), opts_.send_timeout);
+    deadline_ms_.store(deadline, std::memory_order_relaxed);
+    cowq::io_result r = co_await s_.send(cowq::net::as_bytes({p, n}), stop_.get_token());
+    deadline_ms_.store(kNoDeadline, std::memory_order_relaxed);
+    if (r.error == std::errc::operation_canceled && spurious_cancel(deadline)) continue;
     if (!r || r.value == 0) {
-      if (r.error == std::errc::timed_out) st_.stats.timed_out.fetch_add(1, std::memory_order_relaxed);
+      if (r.error == std::errc::operation_canceled && !st_.stop.stop_requested())
+        st_.stats.timed_out.fetch_add(1, std::memory_order_relaxed);
       co_return false;
     }
     p += r.value;
@@ -410,24 +502,28 @@ cowq::task<void> connection::run() {
       pos_ = 0;
     }
 
-    std::chrono::nanoseconds timeout = opts_.idle_timeout;
+    const std::int64_t now = coarse_now_ms();
+    std::int64_t deadline = now + to_ms(opts_.idle_timeout);
     if (discard_ > 0) {
-      timeout = opts_.send_timeout;
+      deadline = now + to_ms(opts_.send_timeout);
     } else if (len_ > 0) {
       // Part of a head: its deadline runs from the read that brought its
       // first bytes (about now, when it is first seen here).
-      const clock::time_point now = clock::now();
       if (!head_started_) {
         head_started_ = true;
-        head_deadline_ = now + opts_.header_timeout;
+        head_deadline_ = now + to_ms(opts_.header_timeout);
       }
-      timeout = head_deadline_ - now;
-      if (timeout <= std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds(1);
+      deadline = head_deadline_;
     }
-    cowq::io_result r = co_await s_.recv({reinterpret_cast<std::byte*>(rbuf_.get()) + len_, rcap_ - len_},
-                                         cowq::io_options(timeout, st_.stop));
+    cowq::io_result r;
+    do {
+      deadline_ms_.store(deadline, std::memory_order_relaxed);
+      r = co_await s_.recv({reinterpret_cast<std::byte*>(rbuf_.get()) + len_, rcap_ - len_}, stop_.get_token());
+      deadline_ms_.store(kNoDeadline, std::memory_order_relaxed);
+    } while (r.error == std::errc::operation_canceled && spurious_cancel(deadline));
     if (!r) {
-      if (r.error == std::errc::timed_out) {
+      if (r.error == std::errc::operation_canceled && !st_.stop.stop_requested()) {
+        // Past its deadline.
         if (discard_ == 0 && len_ == 0) {
           st_.stats.idle_closed.fetch_add(1, std::memory_order_relaxed);
           how = close_mode::quiet;
@@ -441,7 +537,7 @@ cowq::task<void> connection::run() {
           how = close_mode::abort;
         }
       } else {
-        // Cancelled by the server's stop, or the peer reset: nothing to say.
+        // The server's stop, or the peer reset: nothing to say.
         how = r.error == std::errc::operation_canceled ? close_mode::quiet : close_mode::abort;
       }
       break;
@@ -456,6 +552,22 @@ cowq::task<void> connection::run() {
     len_ += r.value;
   }
   co_await close(how);
+}
+
+cowq::task<void> sweep(server_state& st) {
+  for (;;) {
+    const std::error_code stopped = co_await cowq::sleep_for(st.sweep_period, st.stop);
+    std::lock_guard g(st.mu);
+    // With no connection left the sweeper ends, so an idle server does not
+    // wake; the next connection starts another.
+    if (stopped || st.stopping || st.head == nullptr) {
+      st.sweeper_running = false;
+      break;
+    }
+    const std::int64_t now = coarse_now_ms();
+    for (connection* c = st.head; c != nullptr; c = c->next()) c->expire_if_due(now);
+  }
+  st.live.fetch_sub(1, std::memory_order_release);
 }
 
 cowq::task<void> run_connection(server_state& st, stream s, int cpu) {
@@ -537,9 +649,15 @@ cowq::task<void> serve(cowq::runtime& rt, cowq::net::tcp_listener& listener, con
     st.live.fetch_add(1, std::memory_order_relaxed);
     rt.system_wq().spawn(run_connection(st, std::move(c.value), cpu));
   }
-  // Every connection's read was given the same stop token, so they are
-  // all on their way out. cowq has no awaitable latch (yet): poll, which
-  // only ever happens here, at shutdown.
+  {
+    // Cancels every connection's read or send; one still starting sees
+    // stopping when it registers.
+    std::lock_guard g(st.mu);
+    st.stopping = true;
+    for (connection* c = st.head; c != nullptr; c = c->next()) c->stop();
+  }
+  // cowq has no awaitable latch (yet): poll, which only ever happens here,
+  // at shutdown.
   while (st.live.load(std::memory_order_acquire) != 0) co_await cowq::sleep_for(2ms);
 }
 

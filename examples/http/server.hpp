@@ -37,7 +37,9 @@ struct http_options {
   // its header lines, slowloris, is answered 408 and closed).
   std::chrono::milliseconds header_timeout{10'000};
   // One send of answers, and one read of a body, may take this long; a
-  // client that stops reading is dropped after it.
+  // client that stops reading is dropped after it. Timeouts are checked
+  // every quarter of the shortest of these three (10 ms to 1 s), so each
+  // fires between 1 and 1.25 times its length.
   std::chrono::milliseconds send_timeout{10'000};
   // After an error answer: how long the client's remaining input is
   // drained before the close (closing with unread input would send a reset
@@ -62,10 +64,11 @@ struct http_options {
 class http_stats {
  public:
   static constexpr std::array<int, 10> statuses = {200, 400, 404, 405, 408, 413, 431, 500, 501, 505};
+  // Where status is counted; statuses not in the list count as 500.
   static constexpr int status_index(int status) noexcept {
     for (std::size_t i = 0; i < statuses.size(); ++i)
       if (statuses[i] == status) return static_cast<int>(i);
-    return static_cast<int>(statuses.size()) - 3;  // 500
+    return status == 500 ? -1 : status_index(500);
   }
 
   std::uint64_t responses(int status) const noexcept;
@@ -92,11 +95,12 @@ class http_stats {
   std::array<shard, kShards> shards_{};
 };
 
+static_assert(http_stats::status_index(500) >= 0, "500 counts the statuses not listed");
+
 // Accepts connections on listener and serves each in a coroutine of
 // rt.system_wq(), until stop is requested; then stops accepting, cancels
-// every connection's pending read (answers already being sent still go
-// out, within send_timeout), and completes once every connection it
-// started has closed. opts, stats and listener must outlive the task; the
+// every connection's read or send in progress, and completes once every
+// connection it started has closed. opts, stats and listener must outlive the task; the
 // runtime must not be shut down before the task completes.
 //
 // Thread safety: opts is only read; several serve() tasks may share one
