@@ -35,7 +35,8 @@
 #                     resp_server with RESP_ALT_ARGS added ["resp redis"]
 #   RESP_ARGS         extra arguments for resp_server [none]
 #   RESP_ALT_ARGS     extra arguments for resp_alt [none]
-#   RESP_NICE         nice value for servers and driver [-10; 0 to leave alone]
+#   RESP_NICE         nice value for servers and driver, each in a session of
+#                     its own whose autogroup gets it too [-10; 0: leave alone]
 #   RESP_RUN_TIMEOUT  seconds one redis-benchmark run may take [120]
 #   RESP_BUDGET       seconds the whole measuring part may take; later
 #                     repetitions are skipped once it is spent [1800]
@@ -109,8 +110,25 @@ mkdir -p "$out"
 runs=$out/runs.jsonl
 : > "$runs"
 
+# Each server and each redis-benchmark run is a session of its own at
+# nice_val. With autogroup scheduling (the kernel's default for sessions)
+# nice only orders threads inside one session's group and every other
+# session's group competes with equal weight: so the group gets nice_val
+# too (as in run_blocking_mix.sh). setsid execs in place here (a
+# background job is no group leader), so $! stays the server's pid.
 prio=()
-if [[ $nice_val != 0 ]]; then prio=(nice -n "$nice_val"); fi
+autogroup="n/a"
+if [[ $nice_val != 0 ]]; then
+  if nice -n "$nice_val" true 2>/dev/null && [[ $(nice -n "$nice_val" nice) == "$nice_val" ]]; then
+    # shellcheck disable=SC2016
+    prio=(setsid sh -c 'echo "$0" > /proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$nice_val")
+    autogroup=$("${prio[@]}" cat /proc/self/autogroup 2>/dev/null | sed 's/.* nice //' || true)
+    autogroup=${autogroup:-n/a}
+  else
+    echo "warning: cannot run at nice $nice_val, running at the default" >&2
+    nice_val=0
+  fi
+fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -119,7 +137,7 @@ if [[ $nice_val != 0 ]]; then prio=(nice -n "$nice_val"); fi
   echo "cpus: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'))"
   echo "redis-server: $(redis-server --version)"
   echo "servers: $servers; resp_server args: ${RESP_ARGS:-none}; resp_alt args: ${RESP_ALT_ARGS:-none}"
-  echo "clients $clients, requests $requests_p1 (-P 1) / $requests_pn (pipelined), -d $data_size, -r $keyspace, reps $reps, nice $nice_val"
+  echo "clients $clients, requests $requests_p1 (-P 1) / $requests_pn (pipelined), -d $data_size, -r $keyspace, reps $reps, nice $nice_val (session autogroup nice: $autogroup)"
 } | tee "$out/meta.txt"
 
 # shellcheck source=quiet.sh
