@@ -35,7 +35,10 @@
 #                     resp_server with RESP_ALT_ARGS added ["resp redis"]
 #   RESP_ARGS         extra arguments for resp_server [none]
 #   RESP_ALT_ARGS     extra arguments for resp_alt [none]
-#   RESP_NICE         nice value for servers and driver [-10; 0 to leave alone]
+#   RESP_ALT_BIN      resp_alt's binary, e.g. one built from another commit
+#                     [the resp_server built here]
+#   RESP_NICE         nice value for servers and driver, each in a session of
+#                     its own whose autogroup gets it too [-10; 0: leave alone]
 #   RESP_RUN_TIMEOUT  seconds one redis-benchmark run may take [120]
 #   RESP_BUDGET       seconds the whole measuring part may take; later
 #                     repetitions are skipped once it is spent [1800]
@@ -58,6 +61,7 @@ keyspace=${RESP_KEYSPACE:-0}
 servers=${RESP_SERVERS:-"resp redis"}
 read -r -a resp_args <<< "${RESP_ARGS:-}"
 read -r -a alt_args <<< "${RESP_ALT_ARGS:-}"
+alt_bin=${RESP_ALT_BIN:-$build/examples/resp_server}
 nice_val=${RESP_NICE:--10}
 run_timeout=${RESP_RUN_TIMEOUT:-120}
 budget=${RESP_BUDGET:-1800}
@@ -109,8 +113,25 @@ mkdir -p "$out"
 runs=$out/runs.jsonl
 : > "$runs"
 
+# Each server and each redis-benchmark run is a session of its own at
+# nice_val. With autogroup scheduling (the kernel's default for sessions)
+# nice only orders threads inside one session's group and every other
+# session's group competes with equal weight: so the group gets nice_val
+# too (as in run_blocking_mix.sh). setsid execs in place here (a
+# background job is no group leader), so $! stays the server's pid.
 prio=()
-if [[ $nice_val != 0 ]]; then prio=(nice -n "$nice_val"); fi
+autogroup="n/a"
+if [[ $nice_val != 0 ]]; then
+  if nice -n "$nice_val" true 2>/dev/null && [[ $(nice -n "$nice_val" nice) == "$nice_val" ]]; then
+    # shellcheck disable=SC2016
+    prio=(setsid sh -c 'echo "$0" > /proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$nice_val")
+    autogroup=$("${prio[@]}" cat /proc/self/autogroup 2>/dev/null | sed 's/.* nice //' || true)
+    autogroup=${autogroup:-n/a}
+  else
+    echo "warning: cannot run at nice $nice_val, running at the default" >&2
+    nice_val=0
+  fi
+fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -118,8 +139,8 @@ if [[ $nice_val != 0 ]]; then prio=(nice -n "$nice_val"); fi
   echo "kernel: $(uname -r)"
   echo "cpus: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'))"
   echo "redis-server: $(redis-server --version)"
-  echo "servers: $servers; resp_server args: ${RESP_ARGS:-none}; resp_alt args: ${RESP_ALT_ARGS:-none}"
-  echo "clients $clients, requests $requests_p1 (-P 1) / $requests_pn (pipelined), -d $data_size, -r $keyspace, reps $reps, nice $nice_val"
+  echo "servers: $servers; resp_server args: ${RESP_ARGS:-none}; resp_alt: $alt_bin ${RESP_ALT_ARGS:-}"
+  echo "clients $clients, requests $requests_p1 (-P 1) / $requests_pn (pipelined), -d $data_size, -r $keyspace, reps $reps, nice $nice_val (session autogroup nice: $autogroup)"
 } | tee "$out/meta.txt"
 
 # shellcheck source=quiet.sh
@@ -135,9 +156,12 @@ start_server() {
   : > "$log"
   case $name in
     resp | resp_alt)
-      local extra=("${resp_args[@]}")
-      [[ $name == resp_alt ]] && extra+=("${alt_args[@]}")
-      taskset -c 0 "${prio[@]}" "$build/examples/resp_server" --port 0 --cpus 0 --address 127.0.0.1 \
+      local extra=("${resp_args[@]}") bin=$build/examples/resp_server
+      if [[ $name == resp_alt ]]; then
+        extra+=("${alt_args[@]}")
+        bin=$alt_bin
+      fi
+      taskset -c 0 "${prio[@]}" "$bin" --port 0 --cpus 0 --address 127.0.0.1 \
         "${extra[@]}" > "$log" 2>&1 &
       ;;
     redis)
@@ -211,6 +235,20 @@ def server_cpu():
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / tck  # utime + stime, s
 
+def switches():
+    # Context switches of all the server's threads (threads that exited
+    # during the window drop out: a lower bound).
+    n = 0
+    for t in os.listdir("/proc/%s/task" % pid):
+        try:
+            with open("/proc/%s/task/%s/status" % (pid, t)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
+
 def others_cpu():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:9]]
@@ -222,7 +260,7 @@ def driver_cpu():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
-c0, o0, d0, t0 = server_cpu(), others_cpu(), driver_cpu(), time.monotonic()
+c0, o0, d0, s0, t0 = server_cpu(), others_cpu(), driver_cpu(), switches(), time.monotonic()
 p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 try:
     out, err = p.communicate(timeout=int(limit))
@@ -231,7 +269,7 @@ except subprocess.TimeoutExpired:
     out, err = p.communicate()
     err += b"\n(timed out)"
 wall = time.monotonic() - t0
-c1, o1, d1 = server_cpu(), others_cpu(), driver_cpu()
+c1, o1, d1, s1 = server_cpu(), others_cpu(), driver_cpu(), switches()
 rec = {"server": name, "test": test, "pipeline": int(pipeline), "rep": int(rep), "requests": int(n),
        "wall_s": round(wall, 3), "server_cpu_s": round(c1 - c0, 3), "rc": p.returncode}
 rows = list(csv.reader(io.StringIO(out.decode(errors="replace"))))
@@ -246,6 +284,7 @@ if p.returncode == 0 and len(data) == 1:
     # driver's share plus anyone else's.
     rec["rest_busy_cpus"] = round(((o1 - o0) - (c1 - c0)) / wall, 2)
     rec["driver_cpus"] = round((d1 - d0) / wall, 2)
+    rec["server_switches_per_req"] = round((s1 - s0) / int(n), 4)
 else:
     rec["error"] = (err.decode(errors="replace") + out.decode(errors="replace"))[-400:]
 if b"WARNING" in err:
@@ -342,14 +381,16 @@ P("")
 P("Conditions, medians in CPUs (1.00 = one CPU busy for the whole run): the server, redis-benchmark,"
   " and everything but the server (the driver plus anyone else on the machine):")
 P("")
-P("| -P | test | server | server CPUs | driver CPUs | rest CPUs |")
-P("|---:|---|---|---:|---:|---:|")
+P("| -P | test | server | server CPUs | driver CPUs | rest CPUs | server context switches per request | p99 ms | max ms |")
+P("|---:|---|---|---:|---:|---:|---:|---:|---:|")
 for key in sorted(by):
     for name in sorted(by[key]):
         rs = by[key][name].values()
-        P("| %d | %s | %s | %.2f | %.2f | %.2f |" % (
+        P("| %d | %s | %s | %.2f | %.2f | %.2f | %.3f | %.3f | %.1f |" % (
             key[0], key[1], name, med([r["server_cpu_s"] / r["wall_s"] for r in rs]),
-            med([r["driver_cpus"] for r in rs]), med([r["rest_busy_cpus"] for r in rs])))
+            med([r["driver_cpus"] for r in rs]), med([r["rest_busy_cpus"] for r in rs]),
+            med([r.get("server_switches_per_req", float("nan")) for r in rs]),
+            med([r.get("p99_ms", float("nan")) for r in rs]), med([r.get("max_ms", float("nan")) for r in rs])))
 P("")
 fails = [r for r in runs if "rps" not in r]
 P("Failed runs: %d." % len(fails))

@@ -49,11 +49,13 @@ int main(int argc, char** argv) {
   cowq::runtime_options opts;
   // Nothing here blocks a worker: every socket operation goes through the
   // ring and the store's locks are held for a hash lookup and a copy. The
-  // watchdog's default 500 us tick then only costs: while requests keep
-  // the pool busy it wakes 2000 times a second on the server's CPU (with
-  // --cpus 0 and taskset, 15 % of the server's CPU time under
-  // redis-benchmark without pipelining). A 10 ms tick keeps it as the
-  // mayday timer and hog detector at a fiftieth of that.
+  // watchdog's default 500 us tick then only costs: whenever requests wait
+  // at a tick, which is most ticks when the server's CPU is contended, it
+  // wakes 2000 times a second on that CPU (15 % of the server's CPU
+  // samples under redis-benchmark with other sessions' builds on both
+  // CPUs; within the noise when the server had its CPU, see
+  // docs/benchmarks.md). A 10 ms tick keeps it as the mayday timer and
+  // hog detector at a fiftieth of the wake-ups.
   opts.watchdog.tick = std::chrono::milliseconds(10);
   resp::server_options sopts;
   int port = 6379;

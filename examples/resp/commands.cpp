@@ -1,9 +1,9 @@
 // Command execution for resp_server (see commands.hpp).
 #include "commands.hpp"
 
-#include <algorithm>
 #include <climits>
-#include <cstdio>
+#include <iterator>
+#include <utility>
 
 namespace resp {
 

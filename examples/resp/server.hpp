@@ -26,7 +26,9 @@ namespace resp {
 
 struct server_options {
   parser_limits limits{};
-  // Close a connection idle this long (Redis's `timeout`); 0: never.
+  // Close a connection idle this long (Redis's `timeout`); 0: never. It
+  // also bounds one send: a client that stops reading its replies for
+  // this long is closed too.
   std::chrono::seconds idle_timeout{0};
   // How often the sweep looks for expired keys while some key has a
   // deadline (Redis's active expiry runs at hz 10). With no deadline set
