@@ -485,9 +485,15 @@ bool pool::insert(pwq* q, work_node* n) {
     std::lock_guard g(lock_);
     if (stopping_) return false;
     enqueue_locked(q, n);
-    if (need_more_worker()) wake = wake_one_idle();
+    if (need_more_worker() && (wake = wake_one_idle()) != nullptr)
+      signalling_.fetch_add(1, std::memory_order_relaxed);
   }
-  if (wake != nullptr) signal_worker(wake);
+  if (wake != nullptr) {
+    // The caller may be a thread of nobody's (Asio's, a sync_wait caller)
+    // racing the runtime's shutdown: see signalling_.
+    signal_worker(wake);
+    signalling_.fetch_sub(1, std::memory_order_release);
+  }
   return true;
 }
 
@@ -599,9 +605,13 @@ void pool::complete_from_outside(io_op* op, int res) {
     enqueue_locked(op->pwq_, op);
     // The caller is not one of this pool's running workers, and the pool
     // may be idle: someone must run the resumption.
-    if (need_more_worker()) wake = wake_one_idle();
+    if (need_more_worker() && (wake = wake_one_idle()) != nullptr)
+      signalling_.fetch_add(1, std::memory_order_relaxed);
   }
-  if (wake != nullptr) signal_worker(wake);
+  if (wake != nullptr) {
+    signal_worker(wake);
+    signalling_.fetch_sub(1, std::memory_order_release);
+  }
 }
 
 void pool::rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk) {
@@ -841,6 +851,9 @@ void pool::stop_and_join() {
   }
   for (auto* w : all)
     if (w->thread_.joinable()) w->thread_.join();
+  // stopping_ turns new wakers away; the last ones still touching a worker
+  // finish here. Acquire pairs with the release decrement in insert().
+  while (signalling_.load(std::memory_order_acquire) != 0) ::sched_yield();
   {
     std::lock_guard g(lock_);
     for (auto* w : zombies_) delete w;

@@ -183,6 +183,10 @@ struct pool {
   // Operations submitted and not yet reaped (A, relaxed: shutdown waits
   // for it to reach zero after cancelling everything).
   std::atomic<std::int64_t> inflight_{0};
+  // Threads between choosing a worker to wake (under the lock) and waking
+  // it (after): stop_and_join() frees no worker while one is at it. The
+  // release decrement after the wake pairs with its acquire load.
+  std::atomic<int> signalling_{0};
   // Set at shutdown once everything was cancelled: new operations then
   // complete at once with operation_canceled (A, relaxed).
   std::atomic<bool> io_closed_{false};
