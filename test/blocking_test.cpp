@@ -5,6 +5,7 @@
 
 #include "log/log.hpp"
 #include "pool/pool.hpp"
+#include "pool/watchdog.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "test_util.hpp"
 
@@ -12,7 +13,10 @@
 #include <spdlog/sinks/ringbuffer_sink.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <mutex>
 #include <thread>
@@ -296,6 +300,56 @@ TEST(blocking, a_cpu_hog_is_reported_once_and_does_not_starve_the_pool) {
   for (auto& line : sink->last_formatted())
     if (line.find("without sleeping") != std::string::npos) ++reports;
   EXPECT_EQ(reports, 1);
+}
+
+// The watchdog reads a thread's state through a descriptor it keeps: one
+// open per thread, a look with no free descriptor left still answers, and a
+// thread that exited leaves nothing open behind.
+TEST(blocking, the_watchdog_keeps_one_stat_file_per_thread_and_needs_no_free_descriptor) {
+  cowq::detail::task_stat_files files;
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::atomic<pid_t> tid{0};
+  std::thread sleeper([&] {
+    tid = cowq::test::this_tid();
+    std::unique_lock lk(m);
+    cv.wait(lk, [&] { return done; });
+  });
+  ASSERT_TRUE(wait_until([&] { return tid.load() != 0 && files.state(tid) == 'S'; }));
+  EXPECT_EQ(files.open_files(), 1u);
+  const int fds = cowq::test::open_fds();
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(files.state(tid), 'S');
+  EXPECT_EQ(cowq::test::open_fds(), fds);
+
+  // Out of descriptors: the kept one still answers.
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = std::min<rlim_t>(old.rlim_cur, 256);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> hogs;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hogs.push_back(fd);
+  const char exhausted = files.state(tid);
+  for (int fd : hogs) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_EQ(exhausted, 'S');
+
+  {
+    std::lock_guard g(m);
+    done = true;
+  }
+  cv.notify_one();
+  sleeper.join();
+  EXPECT_EQ(files.state(tid), '?');
+  EXPECT_EQ(files.open_files(), 0u);
+  EXPECT_EQ(cowq::test::open_fds(), fds - 1);
+
+  // A file nobody looks at any more is closed after a while.
+  EXPECT_EQ(files.state(cowq::test::this_tid()), 'R');
+  EXPECT_EQ(files.open_files(), 1u);
+  for (int i = 0; i < 1000; ++i) files.tick();
+  EXPECT_EQ(files.open_files(), 0u);
 }
 
 TEST(blocking, an_ordered_workqueue_keeps_its_order_when_an_item_blocks) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <dirent.h>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -66,6 +67,17 @@ inline char thread_state(pid_t tid) {
   std::getline(f, line);
   auto close = line.rfind(')');
   return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
+}
+
+// Descriptors this process has open (the directory's own is not counted).
+inline int open_fds() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;
 }
 
 // How many times a thread of this process has given up its CPU of its own

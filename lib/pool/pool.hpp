@@ -34,6 +34,7 @@ namespace cowq::detail {
 struct runtime_impl;
 struct wq_impl;
 class watchdog;
+class task_stat_files;
 struct pool;
 
 struct pool_timer : timer_node {
@@ -97,7 +98,7 @@ struct worker {
   // Watchdog thread only, under L: the item sequence it saw last and when.
   std::uint64_t wd_seq_ = 0;
   clock::time_point wd_since_{};
-  // Watchdog, under L: CPU time the thread had used (schedstat) when first
+  // Watchdog, under L: CPU time the thread had used (its CPU clock) when first
   // suspected of hogging item wd_cpu_seq_, and when that was read.
   std::uint64_t wd_cpu_seq_ = UINT64_MAX;
   std::uint64_t wd_cpu_ns_ = 0;
@@ -228,7 +229,7 @@ struct pool {
   // The watchdog's look at this pool (watchdog.cpp): finds workers blocked
   // or hogging while work waits, retries worker creation and calls the
   // rescuers. Returns whether work was waiting.
-  bool watchdog_tick(clock::time_point now);
+  bool watchdog_tick(clock::time_point now, task_stat_files& stat_files);
   clock::time_point next_create_retry_{};  // L: watchdog's creation cooldown
   std::uint64_t wd_executed_ = 0;          // L: items_executed_ at the watchdog's last look
   // L held: removes a queued node (a cancel). *flushed gets a workqueue

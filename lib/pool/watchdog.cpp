@@ -33,36 +33,32 @@ constexpr auto kCreateCooldown = std::chrono::milliseconds(10);
 // Workers examined per pool and tick; any others wait for the next tick.
 constexpr std::size_t kMaxSuspects = 8;
 
-// Reads /proc/self/task/TID/<file> into buf (NUL-terminated); false if the
-// thread or the file is gone.
-template <std::size_t N>
-bool read_task_file(pid_t tid, const char* file, char (&buf)[N]) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/%s", static_cast<int>(tid), file);
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const ssize_t n = ::read(fd, buf, N - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  return true;
-}
+// Ticks a cached stat file may go unread before it is closed.
+constexpr std::uint64_t kStatFileKeepTicks = 1000;
 
-// The scheduler state of one of our threads: 'R', 'S', 'D', ... or '?'.
-char thread_state(pid_t tid) {
-  char buf[512];
-  if (!read_task_file(tid, "stat", buf)) return '?';
-  // The name may hold spaces and parentheses: the state follows the last ')'.
-  const char* close = std::strrchr(buf, ')');
+// The scheduler state in a stat line: the name may hold spaces and
+// parentheses, so the state is what follows the last ')'.
+char parse_state(const char* stat) {
+  const char* close = std::strrchr(stat, ')');
   return close != nullptr && close[1] == ' ' && close[2] != '\0' ? close[2] : '?';
 }
 
-// CPU time the thread has used, in nanoseconds (schedstat's first field);
-// UINT64_MAX if unknown.
+int open_task_stat(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  return ::open(path, O_RDONLY | O_CLOEXEC);
+}
+
+// CPU time the thread has used, in nanoseconds; UINT64_MAX if unknown.
+// The thread's CPU clock costs one system call and no descriptor. Its id
+// is the kernel's encoding of a per-thread scheduler clock (what
+// pthread_getcpuclockid() computes), made from the TID because the
+// watchdog knows workers by TID.
 std::uint64_t thread_cpu_ns(pid_t tid) {
-  char buf[128];
-  if (!read_task_file(tid, "schedstat", buf)) return UINT64_MAX;
-  return std::strtoull(buf, nullptr, 10);
+  const clockid_t clock = static_cast<clockid_t>((~static_cast<unsigned>(tid) << 3) | 6u);
+  timespec ts{};
+  if (::clock_gettime(clock, &ts) != 0) return UINT64_MAX;
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 std::string demangle(const char* name) {
@@ -73,6 +69,45 @@ std::string demangle(const char* name) {
 }
 
 }  // namespace
+
+char task_stat_files::state(pid_t tid) {
+  auto it = std::find_if(files_.begin(), files_.end(), [tid](const entry& e) { return e.tid == tid; });
+  char buf[512];
+  // A descriptor names the task, not the number: once the thread has exited
+  // reads fail, and a new thread given the same TID needs a fresh open.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (it == files_.end()) {
+      const int fd = open_task_stat(tid);
+      if (fd < 0) return '?';
+      files_.push_back({tid, fd, now_});
+      it = files_.end() - 1;
+    }
+    const ssize_t n = ::pread(it->fd, buf, sizeof buf - 1, 0);
+    if (n > 0) {
+      it->used = now_;
+      buf[n] = '\0';
+      return parse_state(buf);
+    }
+    ::close(it->fd);
+    files_.erase(it);
+    it = files_.end();
+  }
+  return '?';
+}
+
+void task_stat_files::tick() {
+  ++now_;
+  std::erase_if(files_, [this](const entry& e) {
+    if (now_ - e.used < kStatFileKeepTicks) return false;
+    ::close(e.fd);
+    return true;
+  });
+}
+
+void task_stat_files::close_all() noexcept {
+  for (const entry& e : files_) ::close(e.fd);
+  files_.clear();
+}
 
 std::string describe_item(const void* what, bool callable) {
   if (callable) return work_access::describe(*static_cast<const work*>(what));
@@ -102,7 +137,7 @@ void report_hog(runtime_impl& rt, const std::string& what, const std::string& wq
       what, wq, ran.count(), rt.opts_.watchdog.cpu_hog_threshold.count());
 }
 
-bool pool::watchdog_tick(clock::time_point now) {
+bool pool::watchdog_tick(clock::time_point now, task_stat_files& stat_files) {
   const watchdog_options& opts = rt_->opts_.watchdog;
   struct suspect {
     worker* w;
@@ -176,7 +211,7 @@ bool pool::watchdog_tick(clock::time_point now) {
   std::array<char, kMaxSuspects> state{};
   std::array<std::uint64_t, kMaxSuspects> cpu_ns{};
   for (std::size_t i = 0; i < nr_suspects; ++i) {
-    state[i] = thread_state(suspects[i].tid);
+    state[i] = stat_files.state(suspects[i].tid);
     if (suspects[i].hog_check) cpu_ns[i] = thread_cpu_ns(suspects[i].tid);
   }
   lk.lock();
@@ -275,7 +310,8 @@ bool watchdog::tick() {
   ticks_.fetch_add(1, std::memory_order_relaxed);
   const auto now = clock::now();
   bool waiting = false;
-  for (auto& p : rt_.pools_) waiting |= p->watchdog_tick(now);
+  for (auto& p : rt_.pools_) waiting |= p->watchdog_tick(now, stat_files_);
+  stat_files_.tick();
   return waiting;
 }
 
@@ -309,6 +345,7 @@ void watchdog::main() {
       }
       // Acquire pairs with the acq_rel exchange in wake(); the seq_cst load
       // of stop_ with the stores in stop().
+      stat_files_.close_all();
       while (asleep_.load(std::memory_order_acquire) == 1 &&
              stop_.load(std::memory_order_seq_cst) == 0)
         futex_wait(&asleep_, 1);

@@ -17,13 +17,47 @@
 // worklist turns non-empty with no worker free to take it (work_waits()).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 namespace cowq::detail {
 
 struct runtime_impl;
+
+// Descriptors of /proc/self/task/TID/stat for the workers the watchdog has
+// asked about, kept open. A look is then one pread(), not open, read and
+// close; and it still works while the application has used up its
+// descriptors, where an open() would fail or, worse, take for a moment the
+// last free descriptor the application was about to get. Files unused for
+// a while are closed, and all of them when the watchdog goes to sleep, so
+// an idle runtime holds none. Only the watchdog thread touches this.
+class task_stat_files {
+ public:
+  task_stat_files() = default;
+  ~task_stat_files() { close_all(); }
+  task_stat_files(const task_stat_files&) = delete;
+  task_stat_files& operator=(const task_stat_files&) = delete;
+
+  // The thread's scheduler state: 'R', 'S', 'D', ... or '?' if unknown.
+  char state(pid_t tid);
+  // One tick passed: closes the files no look used for a while.
+  void tick();
+  void close_all() noexcept;
+  std::size_t open_files() const noexcept { return files_.size(); }
+
+ private:
+  struct entry {
+    pid_t tid;
+    int fd;
+    std::uint64_t used;  // now_ at the last look
+  };
+  std::vector<entry> files_;
+  std::uint64_t now_ = 0;
+};
 
 class watchdog {
  public:
@@ -53,6 +87,7 @@ class watchdog {
 
   runtime_impl& rt_;
   std::thread thread_;
+  task_stat_files stat_files_;  // the watchdog thread's own
   // Futex word: 1 while the watchdog sleeps with nothing to watch.
   std::atomic<std::uint32_t> asleep_{0};
   // Futex word of the tick sleep; stop() bumps it to cut the sleep short.
