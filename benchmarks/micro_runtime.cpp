@@ -32,6 +32,7 @@
 #include <asio.hpp>
 
 #include <atomic>
+#include <cstdlib>
 #include <coroutine>
 #include <cstdint>
 #include <cstdio>
@@ -82,8 +83,16 @@ struct done_flag {
 // cowq side
 // ---------------------------------------------------------------------------
 
+// COWQ_BENCH_IDLE_SPIN_US sets runtime_options::idle_spin, to compare.
+cowq::runtime_options bench_options() {
+  cowq::runtime_options o;
+  if (const char* us = std::getenv("COWQ_BENCH_IDLE_SPIN_US"))
+    o.idle_spin = std::chrono::microseconds(std::atol(us));
+  return o;
+}
+
 cowq::runtime& rt() {
-  static cowq::runtime r;
+  static cowq::runtime r(bench_options());
   return r;
 }
 

@@ -286,3 +286,64 @@ TEST(pool, unbound_pool_runs_up_to_its_cpu_count_at_once) {
 }
 
 }  // namespace
+
+namespace {
+
+std::uint64_t spin_handoffs(cowq::detail::pool& p) {
+  std::lock_guard g(p.lock_);
+  return p.spin_handoffs_;
+}
+
+// Hops between the pools of wq on CPUs a and b, n round trips.
+cowq::task<void> hop_between(cowq::workqueue& wq_a, int a, cowq::workqueue& wq_b, int b, int n) {
+  for (int i = 0; i < n; ++i) {
+    co_await cowq::schedule_on(wq_b, b);
+    co_await cowq::schedule_on(wq_a, a);
+  }
+}
+
+}  // namespace
+
+// A long spin budget, so that a spinning worker cannot miss: once a worker
+// has been handed work from the other CPU soon after going idle, it waits
+// for the next hand-off spinning, and the hand-off needs no wake-up.
+TEST(pool, workers_spin_for_hand_offs_from_another_cpu) {
+  cowq::runtime probe;
+  const auto cpus = probe.cpus();
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  cowq::runtime_options o;
+  o.cpus = {cpus[0], cpus[1]};
+  o.idle_spin = std::chrono::seconds(30);
+  cowq::runtime rt(o);
+  constexpr int kRoundTrips = 2000;
+  cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_wq(), cpus[1], kRoundTrips));
+  const auto caught = spin_handoffs(bound_pool(rt, 0)) + spin_handoffs(bound_pool(rt, 1));
+  // Every hop but the first few (before each side has seen a quick hand-off).
+  EXPECT_GE(caught, 2u * kRoundTrips - 8) << caught;
+  expect_consistent(bound_pool(rt, 0));
+  expect_consistent(bound_pool(rt, 1));
+}
+
+// Hand-offs between the two pools of one CPU never spin: the spinner would
+// hold the CPU the other pool's worker needs. Nor does anything with
+// idle_spin zero.
+TEST(pool, no_spinning_on_one_cpu_or_with_idle_spin_zero) {
+  cowq::runtime probe;
+  const auto cpus = probe.cpus();
+  {
+    cowq::runtime_options o;
+    o.cpus = {cpus[0]};
+    o.idle_spin = std::chrono::seconds(30);
+    cowq::runtime rt(o);
+    cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_highpri_wq(), cpus[0], 500));
+    EXPECT_EQ(spin_handoffs(bound_pool(rt, 0)), 0u);
+    EXPECT_EQ(spin_handoffs(bound_pool(rt, 0, true)), 0u);
+  }
+  if (cpus.size() < 2) return;
+  cowq::runtime_options o;
+  o.cpus = {cpus[0], cpus[1]};
+  o.idle_spin = std::chrono::microseconds(0);
+  cowq::runtime rt(o);
+  cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_wq(), cpus[1], 500));
+  EXPECT_EQ(spin_handoffs(bound_pool(rt, 0)) + spin_handoffs(bound_pool(rt, 1)), 0u);
+}

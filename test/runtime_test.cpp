@@ -76,6 +76,7 @@ TEST(runtime, restricted_to_a_cpu_list) {
   EXPECT_EQ(names, (std::vector<std::string>{"0", "0H", "u0", "u0H"}));
   EXPECT_THROW(cowq::runtime({.cpus = {CPU_SETSIZE - 1}}), std::invalid_argument);
   EXPECT_THROW(cowq::runtime({.max_workers_per_pool = 1}), std::invalid_argument);
+  EXPECT_THROW(cowq::runtime({.idle_spin = std::chrono::microseconds(-1)}), std::invalid_argument);
 }
 
 TEST(runtime, stats_count_items_and_workers) {

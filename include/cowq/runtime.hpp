@@ -41,6 +41,15 @@ struct runtime_options {
   // Idle workers beyond the reserve are destroyed after this long idle
   // (the kernel's IDLE_WORKER_TIMEOUT).
   std::chrono::milliseconds idle_timeout = std::chrono::seconds(300);
+  // How long a worker that goes idle keeps spinning for a hand-off before
+  // it sleeps. Only a worker whose last wake-up came from a worker of
+  // another CPU's pool, soon after it went idle, spins; one spin that finds
+  // nothing stops it until that happens again. So a pipeline or ping-pong
+  // between CPUs trades a little CPU for hand-offs of about a microsecond,
+  // where waking a sleeping thread on an idle CPU costs tens of
+  // microseconds (on virtual machines most). Zero turns spinning off;
+  // negative is refused.
+  std::chrono::microseconds idle_spin = std::chrono::microseconds(50);
   // Hard cap on workers in one pool; at the cap items wait (logged once per
   // pool) and guaranteed_progress workqueues fall back on their rescuers.
   int max_workers_per_pool = 256;

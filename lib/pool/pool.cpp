@@ -137,7 +137,21 @@ void note_detached(std::int64_t delta) noexcept {
 }
 
 void signal_worker(worker* w) noexcept {
-  if (w == tls_worker) return;
+  worker* const self = tls_worker;
+  if (w == self) return;
+  // A hand-off from a worker of another CPU's pool: the woken worker may
+  // spin for the next one (see idle_spin). Not from its own CPU, where a
+  // spinner would keep the CPU from the very thread it waits for.
+  if (self != nullptr && self->pool_->cpu_ >= 0 && w->pool_->cpu_ >= 0 &&
+      self->pool_->cpu_ != w->pool_->cpu_)
+    w->peer_woken_.store(true, std::memory_order_relaxed);
+  // Acquire pairs with the release of the lock the spinner dropped after
+  // setting spinning_: it is awake and watches wake_, no system call needed.
+  if (w->spinning_.load(std::memory_order_acquire)) {
+    // Release pairs with the acquire load in pool::spin_idle().
+    w->wake_.store(1, std::memory_order_release);
+    return;
+  }
   // Acquire pairs with the release store in poll_as_idle(): a poller is
   // woken through its ring, everyone else through the futex.
   if (w->polling_.load(std::memory_order_acquire)) {
@@ -274,8 +288,13 @@ void pool::worker_main(worker* w) {
   // Work may have been queued while this thread was starting.
   if (need_more_worker()) signal_worker(wake_one_idle());
 
+  const auto spin_window = 2 * rt_->opts_.idle_spin;
   for (;;) {
     while (w->idle_ && !w->exit_) {
+      if (w->spin_next_) {
+        spin_idle(w, lk);
+        continue;
+      }
       if (poller_ == nullptr) {
         // One idle worker sleeps in the ring for completions, timers and
         // wake-ups; the others sleep on their futex.
@@ -288,6 +307,13 @@ void pool::worker_main(worker* w) {
       lk.lock();
     }
     if (w->exit_) break;
+    // A hand-off from another CPU that came soon after this worker went
+    // idle: the next time it goes idle it spins, as a spin would have
+    // caught this one. A worker whose spin caught its hand-off keeps
+    // spinning; one that missed spins no more until this happens again.
+    if (w->peer_woken_.exchange(false, std::memory_order_relaxed) && !w->spin_next_ &&
+        spin_window.count() > 0)
+      w->spin_next_ = clock::now() - w->last_active_ <= spin_window;
 
     int unsubmitted_items = 0;
     // Busy and counted: whoever woke us did the accounting. Make sure a
@@ -789,6 +815,32 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk, bool poller) {
     }
   }
   return did;
+}
+
+void pool::spin_idle(worker* w, std::unique_lock<spinlock>& lk) {
+  w->spin_next_ = false;
+  w->wake_.store(0, std::memory_order_relaxed);
+  w->spinning_.store(true, std::memory_order_relaxed);
+  lk.unlock();
+  const auto until = clock::now() + rt_->opts_.idle_spin;
+  bool caught = false;
+  for (unsigned i = 1;; ++i) {
+    // Acquire pairs with the release store in signal_worker().
+    if (w->wake_.load(std::memory_order_acquire) != 0) {
+      caught = true;
+      break;
+    }
+    // A completion ends the spin too: the ring's reaper gets to it sooner.
+    if (ring_->cq_ready()) break;
+    if (i % 16 == 0 && clock::now() >= until) break;
+    cpu_relax();
+  }
+  w->spinning_.store(false, std::memory_order_relaxed);
+  lk.lock();
+  if (caught) {
+    w->spin_next_ = true;
+    ++spin_handoffs_;
+  }
 }
 
 void pool::poll_as_idle(worker* w, std::unique_lock<spinlock>& lk) {

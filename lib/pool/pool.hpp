@@ -77,6 +77,19 @@ struct worker {
   // (acquire, pairs with the release store before the wait), to choose
   // the eventfd over the futex.
   std::atomic<bool> polling_{false};
+  // True while the worker, idle, spins for a hand-off before sleeping.
+  // Stored true under L and false before it takes L again; read by
+  // signal_worker() after the waker dropped L (acquire, pairs with the
+  // release of that unlock), so a waker that sees it set knows the worker
+  // is not asleep and skips the system call.
+  std::atomic<bool> spinning_{false};
+  // Set (relaxed, before the release store of wake_) by a waker that is
+  // itself a worker: the next wake-up came from a hand-off between pools.
+  std::atomic<bool> peer_woken_{false};
+  // W: whether to spin the next time the worker goes idle, and when it
+  // last went idle (the time a peer's hand-off took to arrive).
+  bool spin_next_ = false;
+  clock::time_point idle_at_{};
   // Parking word: 0 parked, 1 woken. The waker's release store (after it
   // moved this worker out of idle under L) pairs with the acquire load in
   // worker_park().
@@ -168,6 +181,7 @@ struct pool {
   std::uint64_t rescued_ = 0;
   int next_worker_id_ = 0;
   std::uint64_t items_executed_ = 0;
+  std::uint64_t spin_handoffs_ = 0;  // wake-ups a spinning idle worker caught
   std::uint64_t workers_created_ = 0;
   std::uint64_t workers_destroyed_ = 0;
   // live_delta_ of workers that have exited. Only the sum over every
@@ -209,6 +223,8 @@ struct pool {
   int fire_all_timers(void (*fire)(timer_node*));
   // Sleep in the ring as the poller (L held on entry and exit).
   void poll_as_idle(worker* w, std::unique_lock<spinlock>& lk);
+  // L held, w idle: spins up to idle_spin for a hand-off before w sleeps.
+  void spin_idle(worker* w, std::unique_lock<spinlock>& lk);
   // L held: make sure someone reaps the ring when no poller sleeps in it.
   worker* kick_poller_locked() noexcept;
   // L held: a CQE for op arrived; queue its coroutine.

@@ -28,6 +28,8 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
     throw std::invalid_argument("cowq: max_workers_per_pool must be at least 2");
   if (opts_.idle_timeout.count() <= 0)
     throw std::invalid_argument("cowq: idle_timeout must be positive");
+  if (opts_.idle_spin.count() < 0)
+    throw std::invalid_argument("cowq: idle_spin must not be negative");
   if (opts_.watchdog.tick.count() <= 0 || opts_.watchdog.cpu_hog_threshold.count() <= 0)
     throw std::invalid_argument("cowq: watchdog tick and cpu_hog_threshold must be positive");
   watchdog_ = std::make_unique<watchdog>(*this);

@@ -6,6 +6,15 @@
 
 namespace cowq::detail {
 
+// The pause hint of a spin-wait loop.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Critical sections under it are a few list operations and counters, so an
 // uncontended acquire is one atomic exchange. A waiter that spins too long
 // yields the CPU: with two vCPUs and several workers per pool the holder may
@@ -19,7 +28,7 @@ class spinlock {
       int spins = 0;
       while (locked_.load(std::memory_order_relaxed)) {
         if (++spins < kSpinsBeforeYield) {
-          __builtin_ia32_pause();
+          cpu_relax();
         } else {
           ::sched_yield();
           spins = 0;
