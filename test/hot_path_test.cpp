@@ -77,6 +77,28 @@ TEST(hot_path, queueing_spawned_coroutines_allocates_nothing) {
   EXPECT_EQ(allocations, 0);
 }
 
+// when_all over tasks needs their frames (from the per-thread frame cache
+// once it is warm) and nothing else.
+TEST(hot_path, when_all_allocates_nothing_beyond_cached_frames) {
+  cowq::runtime rt({.cpus = {0}});
+  auto leaf = [](int v) -> cowq::task<int> {
+    co_await cowq::yield();
+    co_return v;
+  };
+  auto three = [&]() -> cowq::task<int> {
+    auto [a, b, c] = co_await cowq::when_all(leaf(1), leaf(2), leaf(3));
+    co_return a + b + c;
+  };
+  auto t = [&]() -> cowq::task<long> {
+    for (int i = 0; i < 100; ++i) co_await three();  // the cache holds every frame size
+    counting_scope scope;
+    for (int i = 0; i < 1000; ++i)
+      if (co_await three() != 6) co_return -1;
+    co_return scope.count();
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, t()), 0);
+}
+
 TEST(hot_path, queueing_work_items_allocates_nothing) {
   cowq::runtime rt({.cpus = {0}});
   std::atomic<int> runs{0};

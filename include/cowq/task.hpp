@@ -5,6 +5,7 @@
 
 #include <cassert>
 #include <cstddef>
+#include <atomic>
 #include <coroutine>
 #include <exception>
 #include <new>
@@ -41,6 +42,21 @@ struct resume_node : work_node {
 void* frame_alloc(std::size_t size);
 void frame_free(void* p, std::size_t size) noexcept;
 
+// when_all's children report here; the last one resumes the parent.
+struct join_latch {
+  // children + 1 for the starter, so a child that finishes while the
+  // starter is still starting the others cannot resume the parent early.
+  // acq_rel: every decrement publishes its child's result to whoever
+  // brings the count to zero.
+  std::atomic<std::size_t> count{0};
+  std::coroutine_handle<> parent;
+
+  std::coroutine_handle<> arrive() noexcept {
+    return count.fetch_sub(1, std::memory_order_acq_rel) == 1 ? parent
+                                                               : std::noop_coroutine();
+  }
+};
+
 class promise_base {
  public:
   static void* operator new(std::size_t size) { return frame_alloc(size); }
@@ -63,6 +79,8 @@ class promise_base {
         detached_finished(wq, std::move(e));
         return std::noop_coroutine();
       }
+      // A child of when_all: the last one to finish goes on with the parent.
+      if (p.latch_ != nullptr) return p.latch_->arrive();
       // Symmetric transfer: a chain of completions runs in constant stack.
       return p.continuation_;
     }
@@ -80,6 +98,8 @@ class promise_base {
   std::exception_ptr exception_;
   // Set by workqueue::spawn: the frame then destroys itself at the end.
   workqueue* detached_wq_ = nullptr;
+  // Set by when_all, which keeps the task and takes its result after.
+  join_latch* latch_ = nullptr;
   // The work item that starts a spawned task; unused for awaited tasks.
   resume_node start_node_;
 };

@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <memory>
+#include <span>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -18,93 +19,29 @@ namespace detail {
 template <typename T>
 using non_void_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
-// Children started by when_all report here; the last one resumes the parent.
-struct join_latch {
-  // children + 1 for the starter, so a child that finishes while the
-  // starter is still starting the others cannot resume the parent early.
-  // acq_rel: every decrement publishes its child's result to whoever
-  // brings the count to zero.
-  std::atomic<std::size_t> count{0};
-  std::coroutine_handle<> parent;
-};
-
-// A minimal coroutine that runs one child task and signals the latch. The
-// child's result or exception stays in the child's own promise.
-class child_runner {
- public:
-  struct promise_type {
-    join_latch* latch_ = nullptr;
-    child_runner get_return_object() noexcept {
-      return child_runner{
-          std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
-    std::suspend_always initial_suspend() noexcept { return {}; }
-    struct final_awaiter {
-      bool await_ready() const noexcept { return false; }
-      std::coroutine_handle<> await_suspend(
-          std::coroutine_handle<promise_type> h) noexcept {
-        join_latch* l = h.promise().latch_;
-        if (l->count.fetch_sub(1, std::memory_order_acq_rel) == 1)
-          return l->parent;
-        return std::noop_coroutine();
-      }
-      void await_resume() noexcept {}
-    };
-    final_awaiter final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-
-  child_runner() noexcept = default;
-  explicit child_runner(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
-  child_runner(child_runner&& o) noexcept : h_(std::exchange(o.h_, {})) {}
-  child_runner& operator=(child_runner&& o) noexcept {
-    std::swap(h_, o.h_);
-    return *this;
-  }
-  ~child_runner() {
-    if (h_) h_.destroy();
-  }
-  void start(join_latch* l) {
-    h_.promise().latch_ = l;
-    h_.resume();
-  }
-
- private:
-  std::coroutine_handle<promise_type> h_;
-};
-
-// Runs a child to completion without taking its result.
-struct run_only {
-  promise_base* p;
-  std::coroutine_handle<> child;
-  bool await_ready() const noexcept { return false; }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) noexcept {
-    p->continuation_ = h;
-    return child;
-  }
-  void await_resume() const noexcept {}
-};
-
-template <typename T>
-child_runner make_runner(task<T>& t) {
-  co_await run_only{&t.handle().promise(), t.handle()};
-}
-
-template <typename Runners>
+// Starts every child in turn on the awaiting thread; each runs until it
+// first suspends. The children's own final_suspend counts them down on
+// latch (their promises point at it), so nothing is allocated beyond
+// their frames.
 struct join_awaiter {
-  Runners& runners;
-  join_latch latch{};
-  bool await_ready() const noexcept { return runners.size() == 0; }
+  std::span<const std::coroutine_handle<>> children;
+  join_latch& latch;
+  bool await_ready() const noexcept { return children.empty(); }
   bool await_suspend(std::coroutine_handle<> parent) {
-    latch.count.store(runners.size() + 1, std::memory_order_relaxed);
+    latch.count.store(children.size() + 1, std::memory_order_relaxed);
     latch.parent = parent;
-    for (auto& r : runners) r.start(&latch);
+    for (auto h : children) h.resume();
     // Last one out: every child already finished, so continue at once.
     return latch.count.fetch_sub(1, std::memory_order_acq_rel) != 1;
   }
   void await_resume() const noexcept {}
 };
+
+template <typename T>
+std::coroutine_handle<> join_child(task<T>& t, join_latch& latch) noexcept {
+  t.handle().promise().latch_ = &latch;
+  return t.handle();
+}
 
 template <typename T>
 non_void_t<T> take_result(task<T>& t) {
@@ -126,18 +63,22 @@ non_void_t<T> take_result(task<T>& t) {
 // have finished.
 template <typename... T>
 task<std::tuple<detail::non_void_t<T>...>> when_all(task<T>... ts) {
-  std::array<detail::child_runner, sizeof...(T)> runners{
-      detail::make_runner(ts)...};
-  co_await detail::join_awaiter<decltype(runners)>{runners};
+  detail::join_latch latch;
+  const std::array<std::coroutine_handle<>, sizeof...(T)> children{detail::join_child(ts, latch)...};
+  co_await detail::join_awaiter{children, latch};
   co_return std::tuple<detail::non_void_t<T>...>{detail::take_result(ts)...};
 }
 
 template <typename T>
 task<std::vector<detail::non_void_t<T>>> when_all(std::vector<task<T>> ts) {
-  std::vector<detail::child_runner> runners;
-  runners.reserve(ts.size());
-  for (auto& t : ts) runners.push_back(detail::make_runner(t));
-  co_await detail::join_awaiter<decltype(runners)>{runners};
+  detail::join_latch latch;
+  {
+    // One allocation per call, not one per child.
+    std::vector<std::coroutine_handle<>> children;
+    children.reserve(ts.size());
+    for (auto& t : ts) children.push_back(detail::join_child(t, latch));
+    co_await detail::join_awaiter{children, latch};
+  }
   std::vector<detail::non_void_t<T>> out;
   out.reserve(ts.size());
   for (auto& t : ts) out.push_back(detail::take_result(t));
