@@ -831,7 +831,7 @@ void pool::spin_idle(worker* w, std::unique_lock<spinlock>& lk) {
       break;
     }
     // A completion ends the spin too: the ring's reaper gets to it sooner.
-    if (ring_->cq_ready()) break;
+    if (ring_->cq_ready_unlocked()) break;
     if (i % 16 == 0 && clock::now() >= until) break;
     cpu_relax();
   }

@@ -72,6 +72,15 @@ class ring {
   bool cq_ready() const noexcept {
     return io_uring_cq_ready(&ring_) != 0 || io_uring_cq_has_overflow(&ring_);
   }
+  // cq_ready() for a thread that does not hold the reaper's lock (a
+  // spinning idle worker): the head, which the reaper advances with a
+  // release store, is read atomically too. A stale answer only ends a spin
+  // early or a moment late.
+  bool cq_ready_unlocked() const noexcept {
+    const unsigned head = __atomic_load_n(ring_.cq.khead, __ATOMIC_RELAXED);
+    // Acquire pairs with the kernel's release store of the tail.
+    return io_uring_smp_load_acquire(ring_.cq.ktail) != head;
+  }
   // Moves completions the kernel holds back (overflow, deferred task work)
   // into the CQ. A syscall: only when cq_ready() or a flag says so.
   void flush_overflow();
