@@ -4,11 +4,12 @@
 //
 // Prints "listening on ADDRESS:PORT" once ready (port 0 picks a free one),
 // and runs until SIGINT or SIGTERM, then shuts down cleanly.
+#include "common.hpp"
+
 #include <cowq/cowq.hpp>
 #include <cowq/net.hpp>
 
 #include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -55,53 +56,23 @@ int usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   cowq::runtime_options opts;
-  int port = 7000;
-  std::string address = "127.0.0.1";
+  examples::server_flags flags(7000);
   for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
     if (i + 1 >= argc) return usage(argv[0]);
-    if (a == "--port") {
-      char* end = nullptr;
-      long p = std::strtol(argv[++i], &end, 10);
-      if (*end != '\0' || p < 0 || p > 65535) return usage(argv[0]);
-      port = static_cast<int>(p);
-    } else if (a == "--cpus") {
-      try {
-        opts.cpus = cowq::parse_cpu_list(argv[++i]);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 2;
-      }
-    } else if (a == "--address") {
-      address = argv[++i];
-    } else {
-      return usage(argv[0]);
+    switch (flags.take(argv[i], argv[i + 1], opts)) {
+      case examples::server_flags::taken::yes: ++i; break;
+      case examples::server_flags::taken::bad: return 2;
+      case examples::server_flags::taken::no: return usage(argv[0]);
     }
   }
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  // Blocked before any worker starts, so only the main thread takes them.
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
+  examples::stop_signals signals;
   try {
     cowq::runtime rt(opts);
-    asio::error_code ec;
-    auto addr = asio::ip::make_address(address, ec);
-    if (ec) {
-      std::fprintf(stderr, "bad address %s: %s\n", address.c_str(), ec.message().c_str());
-      return 2;
-    }
-    auto listener = cowq::net::tcp_listener::bind({addr, static_cast<unsigned short>(port)});
-    auto ep = listener.local_endpoint();
-    std::printf("listening on %s:%u\n", ep.address().to_string().c_str(), ep.port());
-    std::fflush(stdout);
+    auto listener = flags.listen();
     rt.system_wq().spawn(accept_loop(rt, listener));
 
-    int sig = 0;
-    sigwait(&set, &sig);
+    signals.wait();
     g_stop = true;
     g_stop_source.request_stop();
     rt.shutdown();

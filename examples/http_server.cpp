@@ -8,16 +8,14 @@
 // serves GET / ("Hello, World!"), /block?ms=N and /stats (see
 // http/server.hpp) until SIGINT or SIGTERM, then stops accepting, lets the
 // open connections finish their answers, prints the counters and exits.
+#include "common.hpp"
 #include "http/server.hpp"
 
 #include <cowq/cowq.hpp>
 #include <cowq/net.hpp>
 
 #include <atomic>
-#include <cerrno>
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <stop_token>
 #include <string>
@@ -30,15 +28,6 @@ int usage(const char* argv0) {
                " [--header-timeout-ms N] [--send-timeout-ms N] [--watchdog-tick-us N]\n",
                argv0);
   return 2;
-}
-
-bool parse_long(const char* s, long lo, long hi, long& out) {
-  char* end = nullptr;
-  errno = 0;
-  const long v = std::strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
-  out = v;
-  return true;
 }
 
 struct done_flag {
@@ -63,69 +52,45 @@ cowq::task<void> run(cowq::runtime& rt, cowq::net::tcp_listener& l, const http::
 int main(int argc, char** argv) {
   cowq::runtime_options opts;
   http::http_options http_opts;
-  long port = 8080;
-  std::string address = "127.0.0.1";
+  examples::server_flags flags(8080);
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage(argv[0]);
-    long v = 0;
-    if (a == "--port") {
-      if (!parse_long(argv[++i], 0, 65535, port)) return usage(argv[0]);
-    } else if (a == "--cpus") {
-      try {
-        opts.cpus = cowq::parse_cpu_list(argv[++i]);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 2;
-      }
-    } else if (a == "--address") {
-      address = argv[++i];
-    } else if (a == "--idle-timeout-ms") {
-      if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
-      http_opts.idle_timeout = std::chrono::milliseconds(v);
+    const char* v = argv[++i];
+    const auto taken = flags.take(a, v, opts);
+    if (taken == examples::server_flags::taken::bad) return 2;
+    if (taken == examples::server_flags::taken::yes) continue;
+    unsigned long long n = 0;
+    if (a == "--idle-timeout-ms") {
+      if (!examples::parse_number(v, 1, 86'400'000, n)) return usage(argv[0]);
+      http_opts.idle_timeout = std::chrono::milliseconds(n);
     } else if (a == "--header-timeout-ms") {
-      if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
-      http_opts.header_timeout = std::chrono::milliseconds(v);
+      if (!examples::parse_number(v, 1, 86'400'000, n)) return usage(argv[0]);
+      http_opts.header_timeout = std::chrono::milliseconds(n);
     } else if (a == "--send-timeout-ms") {
-      if (!parse_long(argv[++i], 1, 86'400'000, v)) return usage(argv[0]);
-      http_opts.send_timeout = std::chrono::milliseconds(v);
+      if (!examples::parse_number(v, 1, 86'400'000, n)) return usage(argv[0]);
+      http_opts.send_timeout = std::chrono::milliseconds(n);
     } else if (a == "--watchdog-tick-us") {
       // How soon a worker blocked in /block is noticed (about two ticks),
       // against what the watchdog costs while the server is busy.
-      if (!parse_long(argv[++i], 50, 1'000'000, v)) return usage(argv[0]);
-      opts.watchdog.tick = std::chrono::microseconds(v);
+      if (!examples::parse_number(v, 50, 1'000'000, n)) return usage(argv[0]);
+      opts.watchdog.tick = std::chrono::microseconds(n);
     } else {
       return usage(argv[0]);
     }
   }
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  // Blocked before any worker starts, so only the main thread takes them.
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
+  examples::stop_signals signals;
   try {
     cowq::runtime rt(opts);
-    asio::error_code ec;
-    auto addr = asio::ip::make_address(address, ec);
-    if (ec) {
-      std::fprintf(stderr, "bad address %s: %s\n", address.c_str(), ec.message().c_str());
-      return 2;
-    }
-    auto listener = cowq::net::tcp_listener::bind({addr, static_cast<unsigned short>(port)});
-    auto ep = listener.local_endpoint();
-    std::printf("listening on %s:%u\n", ep.address().to_string().c_str(), ep.port());
-    std::fflush(stdout);
+    auto listener = flags.listen();
 
     http::http_stats stats;
     std::stop_source stop;
     done_flag served;
     rt.system_wq().spawn(run(rt, listener, http_opts, stats, stop.get_token(), served));
 
-    int sig = 0;
-    sigwait(&set, &sig);
+    signals.wait();
     stop.request_stop();
     // serve() completes once every connection is closed; only then may the
     // runtime go (it would cancel the answers still being sent).

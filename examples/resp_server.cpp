@@ -10,15 +10,13 @@
 //
 // Prints "listening on ADDRESS:PORT" once ready (port 0 picks a free one),
 // and runs until SIGINT or SIGTERM, then shuts down cleanly.
+#include "common.hpp"
 #include "resp/server.hpp"
 
 #include <cowq/cowq.hpp>
 #include <cowq/net.hpp>
 
-#include <cerrno>
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 namespace {
@@ -30,17 +28,6 @@ int usage(const char* argv0) {
                "       [--watchdog-tick-us N]\n",
                argv0);
   return 2;
-}
-
-// A whole non-negative decimal number within [min, max].
-bool parse_number(const char* s, unsigned long long min, unsigned long long max, unsigned long long& out) {
-  if (*s < '0' || *s > '9') return false;
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v < min || v > max) return false;
-  out = v;
-  return true;
 }
 
 }  // namespace
@@ -58,40 +45,30 @@ int main(int argc, char** argv) {
   // hog detector at a fiftieth of the wake-ups.
   opts.watchdog.tick = std::chrono::milliseconds(10);
   resp::server_options sopts;
-  int port = 6379;
-  std::string address = "127.0.0.1";
+  examples::server_flags flags(6379);
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage(argv[0]);
     const char* v = argv[++i];
+    const auto taken = flags.take(a, v, opts);
+    if (taken == examples::server_flags::taken::bad) return 2;
+    if (taken == examples::server_flags::taken::yes) continue;
     unsigned long long n = 0;
-    if (a == "--port") {
-      if (!parse_number(v, 0, 65535, n)) return usage(argv[0]);
-      port = static_cast<int>(n);
-    } else if (a == "--cpus") {
-      try {
-        opts.cpus = cowq::parse_cpu_list(v);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 2;
-      }
-    } else if (a == "--address") {
-      address = v;
-    } else if (a == "--timeout") {
-      if (!parse_number(v, 0, 365ull * 24 * 3600, n)) return usage(argv[0]);
+    if (a == "--timeout") {
+      if (!examples::parse_number(v, 0, 365ull * 24 * 3600, n)) return usage(argv[0]);
       sopts.idle_timeout = std::chrono::seconds(n);
     } else if (a == "--proto-max-bulk-len") {
       // Redis's own ceiling for proto-max-bulk-len.
-      if (!parse_number(v, 1, 1ull << 32, n)) return usage(argv[0]);
+      if (!examples::parse_number(v, 1, 1ull << 32, n)) return usage(argv[0]);
       sopts.limits.max_bulk_len = n;
     } else if (a == "--max-multibulk-len") {
-      if (!parse_number(v, 1, 1ull << 31, n)) return usage(argv[0]);
+      if (!examples::parse_number(v, 1, 1ull << 31, n)) return usage(argv[0]);
       sopts.limits.max_multibulk_len = n;
     } else if (a == "--watchdog-tick-us") {
-      if (!parse_number(v, 50, 10'000'000, n)) return usage(argv[0]);
+      if (!examples::parse_number(v, 50, 10'000'000, n)) return usage(argv[0]);
       opts.watchdog.tick = std::chrono::microseconds(n);
     } else if (a == "--max-query-buffer") {
-      if (!parse_number(v, 1024, 1ull << 40, n)) return usage(argv[0]);
+      if (!examples::parse_number(v, 1024, 1ull << 40, n)) return usage(argv[0]);
       sopts.limits.max_request_len = n;
     } else {
       return usage(argv[0]);
@@ -102,30 +79,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  // Blocked before any worker starts, so only the main thread takes them.
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
+  examples::stop_signals signals;
   try {
     cowq::runtime rt(opts);
-    asio::error_code ec;
-    auto addr = asio::ip::make_address(address, ec);
-    if (ec) {
-      std::fprintf(stderr, "bad address %s: %s\n", address.c_str(), ec.message().c_str());
-      return 2;
-    }
-    auto listener = cowq::net::tcp_listener::bind({addr, static_cast<unsigned short>(port)});
-    auto ep = listener.local_endpoint();
     resp::server srv(rt, sopts);
-    std::printf("listening on %s:%u\n", ep.address().to_string().c_str(), ep.port());
-    std::fflush(stdout);
+    auto listener = flags.listen();
     rt.system_wq().spawn(srv.accept_loop(listener));
 
-    int sig = 0;
-    sigwait(&set, &sig);
+    signals.wait();
     srv.stop();
     rt.shutdown();
     std::printf("stopped\n");
