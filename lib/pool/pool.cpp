@@ -653,8 +653,15 @@ void pool::rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk) {
     const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(
         clock::now() - w->hog_since_);
     std::string what = std::move(w->hog_what_);
+    w->hog_what_.clear();
+    const void* item = w->current_what_;
+    const bool callable = w->current_callable_;
     const std::string wq = w->current_pwq_->wq_->name_;
     lk.unlock();
+    // The watchdog names the item outside the lock; an item that ended
+    // before the name was in is named here (it is still alive: a callable
+    // is finished only after this).
+    if (what.empty()) what = describe_item(item, callable);
     report_hog(*rt_, what, wq, ran);
     lk.lock();
   }
