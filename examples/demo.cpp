@@ -12,6 +12,7 @@
 // and the server's workers, then the server's pool table.
 //
 //   demo [--cpus LIST] [--seconds N] [--connections N] [--blockers N] [--block-ms N]
+#include "common.hpp"
 #include "http/server.hpp"
 
 #include <cowq/cowq.hpp>
@@ -215,9 +216,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage(argv[0]);
     const char* v = argv[++i];
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    const bool num_ok = *end == '\0' && n >= 0 && n <= 100000;
+    unsigned long long n = 0;
+    const bool num_ok = examples::parse_number(v, 0, 100000, n);
     if (a == "--cpus") {
       try {
         o.cpus = cowq::parse_cpu_list(v);

@@ -9,6 +9,8 @@
 // counts the data reaching the disk, not the page cache. On any error the
 // program says which operation on which file failed, removes the partial
 // destination it created, and exits 1.
+#include "common.hpp"
+
 #include <cowq/cowq.hpp>
 
 #include <atomic>
@@ -150,13 +152,6 @@ int usage(const char* argv0) {
   return 2;
 }
 
-bool parse_positive(const char* text, long max, long& out) {
-  char* end = nullptr;
-  errno = 0;
-  out = std::strtol(text, &end, 10);
-  return errno == 0 && *end == '\0' && out > 0 && out <= max;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,17 +160,17 @@ int main(int argc, char** argv) {
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    long v = 0;
+    unsigned long long v = 0;
     if (a == "--no-fsync") {
       o.fsync = false;
     } else if (a == "--depth" || a == "--block-size" || a == "--cpus") {
       if (i + 1 >= argc) return usage(argv[0]);
       const char* val = argv[++i];
       if (a == "--depth") {
-        if (!parse_positive(val, 4096, v)) return usage(argv[0]);
+        if (!examples::parse_number(val, 1, 4096, v)) return usage(argv[0]);
         o.depth = static_cast<int>(v);
       } else if (a == "--block-size") {
-        if (!parse_positive(val, 64L << 20, v)) return usage(argv[0]);
+        if (!examples::parse_number(val, 1, 64ull << 20, v)) return usage(argv[0]);
         o.block = static_cast<std::size_t>(v);
       } else {
         try {

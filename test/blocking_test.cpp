@@ -27,6 +27,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using cowq::test::first_allowed_cpu;
 using cowq::test::wait_until;
 
 cowq::detail::pool& bound_pool(cowq::runtime& rt, int cpu_index) {
@@ -34,14 +35,6 @@ cowq::detail::pool& bound_pool(cowq::runtime& rt, int cpu_index) {
 }
 
 cowq::pool_stats pool0(cowq::runtime& rt) { return rt.stats().pools[0]; }
-
-int first_allowed_cpu() {
-  cpu_set_t set;
-  ::sched_getaffinity(0, sizeof set, &set);
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &set)) return c;
-  return 0;
-}
 
 // A ready item: sets *flag when it runs.
 cowq::task<void> set_flag(std::atomic<bool>* flag) {

@@ -22,6 +22,7 @@
 extern char** environ;
 
 using namespace std::chrono_literals;
+using cowq::test::first_allowed_cpu;
 using cowq::test::wait_until;
 
 namespace {
@@ -49,14 +50,6 @@ class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
  private:
   std::vector<std::string> lines_;  // guarded by base_sink's mutex_
 };
-
-int first_allowed_cpu() {
-  cpu_set_t set;
-  ::sched_getaffinity(0, sizeof set, &set);
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &set)) return c;
-  return 0;
-}
 
 class logging : public ::testing::Test {
  protected:

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <dirent.h>
+#include <sched.h>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -67,6 +68,15 @@ inline char thread_state(pid_t tid) {
   std::getline(f, line);
   auto close = line.rfind(')');
   return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
+}
+
+// The lowest CPU this process may run on.
+inline int first_allowed_cpu() {
+  cpu_set_t set;
+  ::sched_getaffinity(0, sizeof set, &set);
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) return c;
+  return 0;
 }
 
 // Descriptors this process has open (the directory's own is not counted).
