@@ -86,10 +86,9 @@ struct worker {
   // Set (relaxed, before the release store of wake_) by a waker that is
   // itself a worker: the next wake-up came from a hand-off between pools.
   std::atomic<bool> peer_woken_{false};
-  // W: whether to spin the next time the worker goes idle, and when it
-  // last went idle (the time a peer's hand-off took to arrive).
+  // W: whether to spin the next time the worker goes idle (judged from
+  // last_active_, when it last went idle).
   bool spin_next_ = false;
-  clock::time_point idle_at_{};
   // Parking word: 0 parked, 1 woken. The waker's release store (after it
   // moved this worker out of idle under L) pairs with the acquire load in
   // worker_park().
