@@ -182,6 +182,89 @@ TEST(blocking, io_completions_arrive_while_every_runner_is_blocked) {
   ::close(gate[1]);
 }
 
+// The state a burst leaves behind: the idle timer retires the oldest idle
+// worker, the poller, and its heir is the most recently idle. The next item
+// then runs on the poller itself, the ring has nobody in it, and the other
+// idle workers are parked on their futexes. Nothing is queued, so no queuer
+// wakes the sleeping watchdog; should that item block unannounced, what
+// completes or comes due meanwhile must still get through.
+enum class arrives { completion, timer };
+
+void poller_blocks_in_an_item(arrives what) {
+  cowq::runtime rt({.cpus = {first_allowed_cpu()}, .idle_timeout = 100ms});
+  auto& p = bound_pool(rt, 0);
+  {
+    // The burst: marked blockers, each making room for another worker.
+    blockers b;
+    for (int i = 0; i < 4; ++i)
+      rt.system_wq().spawn(cowq::test::run([&b]() -> cowq::task<void> {
+        co_await cowq::blocking([&] { b.run(0); });
+      }));
+    ASSERT_TRUE(wait_until([&] { return b.entered.load() == 4; }));
+    b.release_all();
+    ASSERT_TRUE(wait_until([&] { return b.returned.load() == 4; }));
+  }
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    return p.workers_destroyed_ >= 1 && p.nr_running_ == 0 && p.nr_idle_ >= 2 &&
+           p.poller_ != nullptr && p.poller_ == p.idle_.back();
+  })) << "the idle timer did not leave the poller as the most recently idle worker";
+  ASSERT_TRUE(wait_until([&] { return rt.impl().watchdog_->asleep(); }));
+
+  // What must get through: a recv the test completes, or a sleeper.
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::atomic<bool> done{false};
+  if (what == arrives::completion)
+    rt.system_wq().spawn([](int fd, std::atomic<bool>& done) -> cowq::task<void> {
+      cowq::net::stream s{cowq::net::fd_handle(fd)};
+      std::byte buf[16];
+      auto r = co_await s.recv(buf);
+      done = r && r.value == 1;
+    }(sv[0], done));
+  else
+    rt.system_wq().spawn([](std::atomic<bool>& done) -> cowq::task<void> {
+      co_await cowq::sleep_for(100ms);
+      done = true;
+    }(done));
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    const bool armed = what == arrives::completion ? p.inflight_.load() == 1 : !p.timers_.empty();
+    return armed && p.nr_running_ == 0 && p.poller_ == p.idle_.back();
+  }));
+
+  int gate[2];
+  ASSERT_EQ(::pipe(gate), 0);
+  std::atomic<bool> entered{false}, returned{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    entered = true;
+    char c;
+    EXPECT_EQ(::read(gate[0], &c, 1), 1);
+    returned = true;
+    co_return;
+  }));
+  ASSERT_TRUE(wait_until([&] { return entered.load(); }));
+  {
+    std::lock_guard g(p.lock_);
+    EXPECT_EQ(p.poller_, nullptr) << "the blocked item was not run by the poller";
+  }
+
+  if (what == arrives::completion) ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  EXPECT_TRUE(wait_until([&] { return done.load(); }, 10s));
+  EXPECT_FALSE(returned.load()) << "it waited for the blocked item to return";
+  ASSERT_EQ(::write(gate[1], "x", 1), 1);
+  ASSERT_TRUE(wait_until([&] { return returned.load() && done.load(); }));
+  for (int fd : {sv[0], sv[1], gate[0], gate[1]}) ::close(fd);
+}
+
+TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_completions) {
+  poller_blocks_in_an_item(arrives::completion);
+}
+
+TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_timers) {
+  poller_blocks_in_an_item(arrives::timer);
+}
+
 TEST(blocking, marked_regions_need_no_watchdog) {
   cowq::runtime rt({.cpus = {0}, .idle_timeout = 200ms, .watchdog = {.detect_blocking = false}});
   blockers b;

@@ -385,6 +385,9 @@ void pool::worker_main(worker* w) {
   // If this was the poller, another idle worker must take over the ring
   // and the timers.
   worker* heir = stopping_ ? nullptr : kick_poller_locked();
+  // Nobody idle to take the ring over: the busy workers reap it between
+  // items, and the watchdog while one is stuck in an item.
+  if (heir == nullptr && poller_ == nullptr && !stopping_) watchdog_->work_waits();
   lk.unlock();
   if (heir != nullptr) signal_worker(heir);
   log().debug("pool {}: worker {} exits", name_, w->name_);
@@ -762,6 +765,11 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk, bool poller) {
   // poller always reaps: its eventfd read or a cancel's own result left in
   // the CQ would make its next io_uring_enter return at once, for ever.
   if (!poller && inflight_.load(std::memory_order_relaxed) == 0 && timers_.empty()) return false;
+  // A running worker about to start an item while nobody sleeps in the
+  // ring: should the item block unannounced, only the watchdog can reap
+  // what completes or comes due meanwhile, and no queuer may wake it. One
+  // relaxed load while it is awake.
+  if (!poller && poller_ == nullptr) watchdog_->work_waits();
   bool did = false;
   if (ring_->task_work_pending()) {
     // Cooperative task running: completions wait for us to enter the kernel.

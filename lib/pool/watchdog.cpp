@@ -154,7 +154,11 @@ bool pool::watchdog_tick(clock::time_point now, task_stat_files& stat_files) {
   // idle poller. With every runner stuck in an item and no poller (its
   // worker was woken to run), nobody would reap them: the watchdog does,
   // under the pool lock like any reaper, and the worklist takes over.
-  if (poller_ == nullptr && ring_->cq_ready() && poll_locked(lk)) kick(lk);
+  // Sleepers and delayed work coming due are the poller's to fire, and
+  // the watchdog's likewise when there is none.
+  const timer_node* next_timer = timers_.earliest();
+  const bool timer_due = next_timer != nullptr && next_timer->deadline_ <= now;
+  if (poller_ == nullptr && (ring_->cq_ready() || timer_due) && poll_locked(lk)) kick(lk);
   // Requests prepared but not submitted wait as much as queued items do:
   // behind a blocked worker they would never reach the kernel.
   // So do completions nobody reaped.
@@ -178,10 +182,8 @@ bool pool::watchdog_tick(clock::time_point now, task_stat_files& stat_files) {
   wd_executed_ = items_executed_;
 
   const auto hog_after = std::chrono::duration_cast<clock::duration>(opts.cpu_hog_threshold);
-  bool stuck_uncounted = false;
   for (worker* w : workers_) {
     if (w->current_ == nullptr) continue;
-    stuck_uncounted = stuck_uncounted || !w->counted_;
     const std::uint64_t seq = w->seq_.load(std::memory_order_relaxed);
     bool new_item = false;
     if (seq != w->wd_seq_) {
@@ -200,10 +202,13 @@ bool pool::watchdog_tick(clock::time_point now, task_stat_files& stat_files) {
     if ((blocked_check || hog_check) && nr_suspects < suspects.size())
       suspects[nr_suspects++] = {w, w->tid_, seq, hog_check};
   }
-  // While workers sit blocked in items and nobody polls the ring, stay
-  // awake: a completion arriving then is found only by the look above.
-  const bool keep_watching = waiting || (stuck_uncounted && poller_ == nullptr &&
-                                         inflight_.load(std::memory_order_relaxed) > 0);
+  // While workers are busy and nobody sleeps in the ring, stay awake: if
+  // they are stuck in items, a completion arriving or a timer coming due
+  // is found only by the look above. The pool wakes us when it gets into
+  // this state (poll_locked()).
+  const bool keep_watching =
+      waiting || (poller_ == nullptr && nr_workers_ > nr_idle_ &&
+                  (inflight_.load(std::memory_order_relaxed) > 0 || !timers_.empty()));
   if (nr_suspects == 0) return keep_watching;
 
   // Ask the kernel without holding the lock.

@@ -79,6 +79,8 @@ class watchdog {
 
   // Ticks since start; for tests and the idle-cost measurement.
   std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
+  // Asleep with nothing to watch; for tests.
+  bool asleep() const noexcept { return asleep_.load(std::memory_order_relaxed) != 0; }
 
  private:
   void wake() noexcept;
