@@ -98,9 +98,10 @@ class http_stats {
 static_assert(http_stats::status_index(500) >= 0, "500 counts the statuses not listed");
 
 // Accepts connections on listener and serves each in a coroutine of
-// rt.system_wq(), until stop is requested; then stops accepting, cancels
-// every connection's read or send in progress, and completes once every
-// connection it started has closed. opts, stats and listener must outlive the task; the
+// rt.system_wq(), until stop is requested; then stops accepting, ends
+// every connection's read (answers being sent still go out, within
+// send_timeout), and completes once every connection it started has
+// closed. opts, stats and listener must outlive the task; the
 // runtime must not be shut down before the task completes.
 //
 // Thread safety: opts is only read; several serve() tasks may share one
