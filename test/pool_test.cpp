@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <set>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -326,6 +327,52 @@ TEST(pool, workers_spin_for_hand_offs_from_another_cpu) {
   EXPECT_GE(caught, kRoundTrips) << caught;
   expect_consistent(bound_pool(rt, 0));
   expect_consistent(bound_pool(rt, 1));
+}
+
+// Work for a pool with a spinning worker goes to the spinner, whatever its
+// place among the idle workers, and nothing spins beside the worker that
+// runs it: a spin on a CPU something of its pool runs on only takes CPU
+// time from it.
+TEST(pool, the_spinner_takes_the_next_work_and_nobody_spins_beside_a_runner) {
+  cowq::runtime probe;
+  const auto cpus = probe.cpus();
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  cowq::runtime_options o;
+  o.cpus = {cpus[0], cpus[1]};
+  o.idle_spin = std::chrono::seconds(30);
+  o.watchdog.detect_blocking = false;  // the busy item below is no hog to stop
+  cowq::runtime rt(o);
+  cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_wq(), cpus[1], 200));
+  auto& p = bound_pool(rt, 1);
+  pid_t spinner_tid = 0;
+  ASSERT_TRUE(cowq::test::wait_until([&] {
+    std::lock_guard g(p.lock_);
+    if (p.spinner_ == nullptr || p.nr_idle_ < 2) return false;
+    // The spinner is usually the most recently idle; put it first, where
+    // taking the most recent would miss it.
+    std::swap(*std::find(p.idle_.begin(), p.idle_.end(), p.spinner_), p.idle_.front());
+    spinner_tid = p.spinner_->tid_;
+    return true;
+  })) << "no worker of the second CPU's pool spins with another idle";
+
+  std::atomic<pid_t> ran_on{0};
+  std::atomic<bool> release{false};
+  rt.system_wq().spawn([](cowq::workqueue& wq, int cpu, std::atomic<pid_t>& ran_on,
+                          std::atomic<bool>& release) -> cowq::task<void> {
+    co_await cowq::schedule_on(wq, cpu);
+    ran_on = static_cast<pid_t>(::syscall(SYS_gettid));
+    while (!release.load()) cowq::detail::cpu_relax();
+  }(rt.system_wq(), cpus[1], ran_on, release));
+  ASSERT_TRUE(cowq::test::wait_until([&] { return ran_on.load() != 0; }));
+  EXPECT_EQ(ran_on.load(), spinner_tid) << "the work went past the spinner";
+  {
+    std::lock_guard g(p.lock_);
+    EXPECT_EQ(p.nr_running_, 1);
+    for (auto* w : p.workers_) EXPECT_FALSE(w->spinning_.load()) << w->name_ << " spins beside the runner";
+  }
+  release = true;
+  rt.system_wq().flush();
+  expect_consistent(p);
 }
 
 // Hand-offs between the two pools of one CPU never spin: the spinner would

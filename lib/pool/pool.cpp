@@ -185,6 +185,14 @@ void pool::enter_idle_locked(worker* w) {
 
 worker* pool::wake_one_idle() noexcept {
   if (idle_.empty()) return nullptr;
+  // A spinner is awake and on its CPU already: it takes the hand-off with
+  // no system call, and no second thread starts beside it on that CPU.
+  // (Still idle: the idle timer may have taken it to retire.)
+  if (spinner_ != nullptr && spinner_->idle_) {
+    if (spinner_ != idle_.back())
+      std::swap(*std::find(idle_.begin(), idle_.end(), spinner_), idle_.back());
+    spinner_ = nullptr;  // taken: another idle worker may spin now
+  }
   worker* w = idle_.back();
   idle_.pop_back();
   --nr_idle_;
@@ -291,7 +299,9 @@ void pool::worker_main(worker* w) {
   const auto spin_window = 2 * rt_->opts_.idle_spin;
   for (;;) {
     while (w->idle_ && !w->exit_) {
-      if (w->spin_next_) {
+      // Only onto a CPU nothing of this pool runs on: beside a running
+      // worker, a spin would take its CPU time for nothing.
+      if (w->spin_next_ && nr_running_ == 0 && spinner_ == nullptr) {
         spin_idle(w, lk);
         continue;
       }
@@ -836,6 +846,7 @@ void pool::spin_idle(worker* w, std::unique_lock<spinlock>& lk) {
   w->spin_next_ = false;
   w->wake_.store(0, std::memory_order_relaxed);
   w->spinning_.store(true, std::memory_order_relaxed);
+  spinner_ = w;
   lk.unlock();
   const auto until = clock::now() + rt_->opts_.idle_spin;
   bool caught = false;
@@ -852,6 +863,7 @@ void pool::spin_idle(worker* w, std::unique_lock<spinlock>& lk) {
   }
   w->spinning_.store(false, std::memory_order_relaxed);
   lk.lock();
+  if (spinner_ == w) spinner_ = nullptr;
   if (caught) {
     w->spin_next_ = true;
     ++spin_handoffs_;

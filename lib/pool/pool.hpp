@@ -194,6 +194,7 @@ struct pool {
   std::unique_ptr<ring> ring_;  // I
   timer_heap timers_;           // L: sleeping coroutines, delayed work, idle timer
   worker* poller_ = nullptr;    // L: the idle worker sleeping in the ring
+  worker* spinner_ = nullptr;   // L: the idle worker spinning for a hand-off
   // Operations submitted and not yet reaped (A, relaxed: shutdown waits
   // for it to reach zero after cancelling everything).
   std::atomic<std::int64_t> inflight_{0};
