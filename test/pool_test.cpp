@@ -303,6 +303,18 @@ cowq::task<void> hop_between(cowq::workqueue& wq_a, int a, cowq::workqueue& wq_b
   }
 }
 
+// Two CPUs and a long spin budget, so that a spinning worker cannot miss.
+// Blocking detection is off: a worker the watchdog finds "blocked" (or a
+// hog) under a sanitizer's slowdown wakes the spinner for other work; that
+// is right, but not what these tests look at.
+cowq::runtime_options spin_options(int cpu_a, int cpu_b) {
+  cowq::runtime_options o;
+  o.cpus = {cpu_a, cpu_b};
+  o.idle_spin = std::chrono::seconds(30);
+  o.watchdog.detect_blocking = false;
+  return o;
+}
+
 }  // namespace
 
 // A long spin budget, so that a spinning worker cannot miss: once a worker
@@ -312,13 +324,7 @@ TEST(pool, workers_spin_for_hand_offs_from_another_cpu) {
   cowq::runtime probe;
   const auto cpus = probe.cpus();
   if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
-  cowq::runtime_options o;
-  o.cpus = {cpus[0], cpus[1]};
-  o.idle_spin = std::chrono::seconds(30);
-  // A worker the watchdog finds "blocked" under a sanitizer's slowdown
-  // wakes the spinner for other work; that is right, but not this test.
-  o.watchdog.detect_blocking = false;
-  cowq::runtime rt(o);
+  cowq::runtime rt(spin_options(cpus[0], cpus[1]));
   constexpr int kRoundTrips = 2000;
   cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_wq(), cpus[1], kRoundTrips));
   const auto caught = spin_handoffs(bound_pool(rt, 0)) + spin_handoffs(bound_pool(rt, 1));
@@ -337,11 +343,7 @@ TEST(pool, the_spinner_takes_the_next_work_and_nobody_spins_beside_a_runner) {
   cowq::runtime probe;
   const auto cpus = probe.cpus();
   if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
-  cowq::runtime_options o;
-  o.cpus = {cpus[0], cpus[1]};
-  o.idle_spin = std::chrono::seconds(30);
-  o.watchdog.detect_blocking = false;  // the busy item below is no hog to stop
-  cowq::runtime rt(o);
+  cowq::runtime rt(spin_options(cpus[0], cpus[1]));
   cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_wq(), cpus[1], 200));
   auto& p = bound_pool(rt, 1);
   pid_t spinner_tid = 0;
