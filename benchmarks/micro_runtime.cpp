@@ -652,6 +652,12 @@ void BM_skynet_asio(benchmark::State& st) {
 void reg(const char* name, void (*fn)(benchmark::State&), bool ms = false) {
   auto* b = benchmark::RegisterBenchmark(name, fn)->UseRealTime();
   b->Unit(ms ? benchmark::kMillisecond : benchmark::kMicrosecond);
+  // The long ones (skynet) run a second of untimed iterations first. One
+  // untimed run (run_skynet) is not enough for the detached versions:
+  // the first few runs after it still fault in much of their ~300 MB of
+  // frames, as the allocator's per-thread arenas settle, and at about
+  // half a second each they would be most of a repetition.
+  if (ms) b->MinWarmUpTime(1.0);
 }
 
 }  // namespace

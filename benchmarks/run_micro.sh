@@ -39,14 +39,15 @@ import json, sys
 with open(sys.argv[1]) as f:
     data = json.load(f)
 
-# run_name is "<benchmark>/<implementation>/real_time"; each implementation
-# reports one per-item counter whose name has a slash ("ns/spawn", ...).
+# run_name is "<benchmark>/<implementation>[/min_warmup_time:S]/real_time";
+# each implementation reports one per-item counter whose name has a slash
+# ("ns/spawn", ...).
 rows = {}   # (bench, impl) -> {"median": v, "cv": v, "unit": u}
 order = []
 for b in data["benchmarks"]:
     if b.get("run_type") != "aggregate":
         continue
-    parts = b["run_name"].split("/")
+    parts = [p for p in b["run_name"].split("/") if ":" not in p]
     if parts and parts[-1] == "real_time":
         parts = parts[:-1]
     bench, impl = "/".join(parts[:-1]), parts[-1]
