@@ -187,8 +187,13 @@ TEST(blocking, io_completions_arrive_while_every_runner_is_blocked) {
 // then runs on the poller itself, the ring has nobody in it, and the other
 // idle workers are parked on their futexes. Nothing is queued, so no queuer
 // wakes the sleeping watchdog; should that item block unannounced, what
-// completes or comes due meanwhile must still get through.
-enum class arrives { completion, timer };
+// completes, comes due or was prepared meanwhile must still get through.
+enum class arrives {
+  completion,      // a recv in flight before the item
+  timer,           // a sleeper armed before the item
+  delayed_work,    // delayed work queued from outside during the block
+  prepared_recv,   // a recv the blocked item prepared itself (when_all)
+};
 
 void poller_blocks_in_an_item(arrives what) {
   cowq::runtime rt({.cpus = {first_allowed_cpu()}, .idle_timeout = 100ms});
@@ -207,49 +212,64 @@ void poller_blocks_in_an_item(arrives what) {
   ASSERT_TRUE(wait_until([&] {
     std::lock_guard g(p.lock_);
     return p.workers_destroyed_ >= 1 && p.nr_running_ == 0 && p.nr_idle_ >= 2 &&
-           p.poller_ != nullptr && p.poller_ == p.idle_.back();
+           p.poller_ != nullptr && p.poller_ == p.idle_.back() && p.timers_.empty();
   })) << "the idle timer did not leave the poller as the most recently idle worker";
   ASSERT_TRUE(wait_until([&] { return rt.impl().watchdog_->asleep(); }));
 
-  // What must get through: a recv the test completes, or a sleeper.
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  std::atomic<bool> done{false};
+  int gate[2];
+  ASSERT_EQ(::pipe(gate), 0);
+  std::atomic<bool> done{false}, entered{false}, returned{false};
+  auto recv_one = [](int fd, std::atomic<bool>& done) -> cowq::task<void> {
+    cowq::net::stream s{cowq::net::fd_handle(fd)};
+    std::byte buf[16];
+    auto r = co_await s.recv(buf);
+    done = r && r.value == 1;
+  };
+  auto block = [](int fd, std::atomic<bool>& entered, std::atomic<bool>& returned) -> cowq::task<void> {
+    entered = true;
+    char c;
+    EXPECT_EQ(::read(fd, &c, 1), 1);
+    returned = true;
+    co_return;
+  };
+
   if (what == arrives::completion)
-    rt.system_wq().spawn([](int fd, std::atomic<bool>& done) -> cowq::task<void> {
-      cowq::net::stream s{cowq::net::fd_handle(fd)};
-      std::byte buf[16];
-      auto r = co_await s.recv(buf);
-      done = r && r.value == 1;
-    }(sv[0], done));
-  else
+    rt.system_wq().spawn(recv_one(sv[0], done));
+  else if (what == arrives::timer)
     rt.system_wq().spawn([](std::atomic<bool>& done) -> cowq::task<void> {
       co_await cowq::sleep_for(100ms);
       done = true;
     }(done));
-  ASSERT_TRUE(wait_until([&] {
-    std::lock_guard g(p.lock_);
-    const bool armed = what == arrives::completion ? p.inflight_.load() == 1 : !p.timers_.empty();
-    return armed && p.nr_running_ == 0 && p.poller_ == p.idle_.back();
-  }));
+  if (what == arrives::completion || what == arrives::timer)
+    ASSERT_TRUE(wait_until([&] {
+      std::lock_guard g(p.lock_);
+      const bool armed = what == arrives::completion ? p.inflight_.load() == 1 : !p.timers_.empty();
+      return armed && p.nr_running_ == 0 && p.poller_ == p.idle_.back();
+    }));
 
-  int gate[2];
-  ASSERT_EQ(::pipe(gate), 0);
-  std::atomic<bool> entered{false}, returned{false};
-  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
-    entered = true;
-    char c;
-    EXPECT_EQ(::read(gate[0], &c, 1), 1);
-    returned = true;
-    co_return;
-  }));
+  if (what == arrives::prepared_recv)
+    // The first child prepares its recv and suspends; the second blocks in
+    // the same item, before the worker's loop could submit the recv.
+    rt.system_wq().spawn([](cowq::task<void> a, cowq::task<void> b) -> cowq::task<void> {
+      co_await cowq::when_all(std::move(a), std::move(b));
+    }(recv_one(sv[0], done), block(gate[0], entered, returned)));
+  else
+    rt.system_wq().spawn(block(gate[0], entered, returned));
   ASSERT_TRUE(wait_until([&] { return entered.load(); }));
-  {
+  if (what != arrives::prepared_recv) {
+    // (With a request prepared, the watchdog, woken by it, may already
+    // have found the block and handed the ring to another worker.)
     std::lock_guard g(p.lock_);
     EXPECT_EQ(p.poller_, nullptr) << "the blocked item was not run by the poller";
   }
 
-  if (what == arrives::completion) ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  cowq::delayed_work later([&] { done = true; });
+  if (what == arrives::delayed_work)
+    cowq::queue_delayed_work_on(first_allowed_cpu(), rt.system_wq(), later, 20ms);
+  if (what == arrives::completion || what == arrives::prepared_recv)
+    ASSERT_EQ(::write(sv[1], "x", 1), 1);
   EXPECT_TRUE(wait_until([&] { return done.load(); }, 10s));
   EXPECT_FALSE(returned.load()) << "it waited for the blocked item to return";
   ASSERT_EQ(::write(gate[1], "x", 1), 1);
@@ -263,6 +283,14 @@ TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_completions) {
 
 TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_timers) {
   poller_blocks_in_an_item(arrives::timer);
+}
+
+TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_delayed_work_queued_meanwhile) {
+  poller_blocks_in_an_item(arrives::delayed_work);
+}
+
+TEST(blocking, a_request_prepared_before_an_unannounced_block_in_the_same_item_is_submitted) {
+  poller_blocks_in_an_item(arrives::prepared_recv);
 }
 
 TEST(blocking, marked_regions_need_no_watchdog) {

@@ -747,6 +747,9 @@ void pool::arm_timer_locked(timer_node* t, clock::time_point deadline) {
   if (timers_.earliest() == t && poller_ != nullptr &&
       poller_->polling_.load(std::memory_order_relaxed))
     ring_->wake();
+  // With no poller, the busy workers fire timers between items, and the
+  // watchdog while they are stuck in one: it must be awake to.
+  if (poller_ == nullptr) watchdog_->work_waits();
 }
 
 void pool::arm_timer(timer_node* t, clock::time_point deadline) {
@@ -793,13 +796,24 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk, bool poller) {
       ring_->flush_overflow();
       lk.lock();
     }
+    bool woken = false;
     const unsigned n = ring_->reap([this](std::uint64_t ud, int res, unsigned flags) {
       if (ud & kUdMultishotTag)
         multishot_accept_complete(*this, reinterpret_cast<accept_state*>(ud & ~kUdMultishotTag), res, flags);
       else
         complete_op(reinterpret_cast<io_op*>(ud), res, flags);
-    });
+    }, &woken);
     did = n != 0;
+    if (woken && !poller && poller_ != nullptr) {
+      // A wake-up meant for the poller, taken before it re-took the lock.
+      // If it had not yet entered the kernel, it would now sleep through
+      // it (its eventfd read is spent): a completion of no meaning makes
+      // it return. Rare: a wake-up that lands while the poller is between
+      // arming its read and sleeping, or before it gets the lock back.
+      lk.unlock();
+      ring_->post_nop();
+      lk.lock();
+    }
   }
   if (!timers_.empty()) {
     // Sleepers are queued under the lock; other timers (delayed work, the

@@ -343,6 +343,8 @@ void watchdog::main() {
       // work after that look holds the same lock later, so it sees 1 and
       // wakes us (watchdog::work_waits).
       asleep_.store(1, std::memory_order_seq_cst);
+      // Pairs with the fence in work_waits_unlocked().
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       if (tick()) {
         asleep_.store(0, std::memory_order_relaxed);
         quiet = 0;

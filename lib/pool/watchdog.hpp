@@ -77,6 +77,16 @@ class watchdog {
     if (asleep_.load(std::memory_order_relaxed) != 0) [[unlikely]] wake();
   }
 
+  // The same for a caller that does not hold the pool's lock but has just
+  // published, with a relaxed store, what a tick looks at (requests
+  // prepared on a ring). The fence pairs with the one after the sleeper's
+  // store of asleep_ in main(): either the sleeper's look sees the
+  // caller's store, or the caller sees asleep_ set and wakes it.
+  void work_waits_unlocked() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    work_waits();
+  }
+
   // Ticks since start; for tests and the idle-cost measurement.
   std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
   // Asleep with nothing to watch; for tests.

@@ -1,6 +1,7 @@
 // Starting, cancelling and finishing io_uring operations.
 #include "../log/log.hpp"
 #include "../pool/pool.hpp"
+#include "../pool/watchdog.hpp"
 #include "../util/tsan.hpp"
 #include "ring.hpp"
 #include "../net/multishot_accept.hpp"
@@ -100,12 +101,16 @@ bool submit_op(io_op* op, const op_args& args, std::chrono::nanoseconds timeout)
     op->timeout_.tv_nsec = timeout.count() % 1'000'000'000;
   }
   ring& r = *p->ring_;
-  std::lock_guard g(r.sq_lock_);
+  std::unique_lock g(r.sq_lock_);
   // Acquire pairs with the canceller's fetch_or in cancel_op().
   if (op->state_.load(std::memory_order_acquire) & op_cancel_requested) {
     op->res_ = -ECANCELED;
     return false;
   }
+  // The first request of a batch: it waits for the end of the running
+  // item to be submitted, and if the item blocks unannounced (a when_all
+  // child after this one, say), only the watchdog can see to it.
+  const bool first_of_batch = !r.has_unsubmitted();
   io_uring_sqe* sqe = r.sqe_locked(op->has_timeout_ ? 2 : 1);
   if (sqe == nullptr) {
     op->res_ = -EAGAIN;
@@ -127,7 +132,8 @@ bool submit_op(io_op* op, const op_args& args, std::chrono::nanoseconds timeout)
   // submitted and left the cancel to us.
   if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested)
     prep_cancel(r, op);
-  // Off a worker of this pool nothing would submit it: do it now.
+  g.unlock();
+  if (first_of_batch) p->watchdog_->work_waits_unlocked();
   return true;
 }
 

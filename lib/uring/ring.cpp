@@ -225,4 +225,13 @@ void ring::wake() noexcept {
   [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
 }
 
+void ring::post_nop() {
+  std::lock_guard g(sq_lock_);
+  if (io_uring_sqe* sqe = sqe_locked()) {
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, kUdIgnore);
+  }
+  submit_locked();
+}
+
 }  // namespace cowq::detail

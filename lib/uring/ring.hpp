@@ -53,14 +53,16 @@ class ring {
 
   // The CQ side, for one reaper at a time (the pool lock). Calls
   // f(user_data, res, flags) for each completion; returns how many.
+  // *woken tells whether a wake() (the eventfd read) was among them.
   template <typename F>
-  unsigned reap(F&& f) {
+  unsigned reap(F&& f, bool* woken = nullptr) {
     unsigned n = 0;
     io_uring_cqe* cqe;
     unsigned head;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       if (cqe->user_data == kUdEventFd) {
         efd_armed_.store(false, std::memory_order_relaxed);
+        if (woken != nullptr) *woken = true;
       } else if (cqe->user_data != kUdIgnore) {
         f(cqe->user_data, cqe->res, cqe->flags);
       }
@@ -93,6 +95,10 @@ class ring {
   void wait(const __kernel_timespec* timeout);
   // Wakes the poller sleeping in wait().
   void wake() noexcept;
+  // Posts a completion of no meaning: a poller on its way into wait(), or
+  // asleep in it, returns. For a reaper that took a wake() meant for the
+  // poller (its eventfd read) before the poller entered the kernel.
+  void post_nop();
 
   io_uring* raw() noexcept { return &ring_; }
 
