@@ -1,8 +1,10 @@
 // Concurrency management of the pools: nr_running, waking, the manager
 // role, the nr_running hooks, idle reaping, names and pinning.
 #include <cowq/cowq.hpp>
+#include <cowq/net.hpp>
 
 #include "pool/pool.hpp"
+#include "uring/ring.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "test_util.hpp"
 
@@ -16,6 +18,7 @@
 #include <sched.h>
 #include <set>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -301,6 +304,66 @@ cowq::task<void> hop_between(cowq::workqueue& wq_a, int a, cowq::workqueue& wq_b
     co_await cowq::schedule_on(wq_b, b);
     co_await cowq::schedule_on(wq_a, a);
   }
+}
+
+// The poller's wake-up is the completion of its eventfd read, and any
+// reaper may take it. Taken by a running worker before the poller is back
+// in the kernel (the read completed at once: a wake() came while no read
+// was armed), it would leave the poller asleep with no read armed, deaf to
+// every later wake(). The ring's test hook plays that: on the poller's own
+// thread, a wake() before the read is armed, then a reaper's look at the
+// ring once it is.
+struct stolen_wake {
+  cowq::detail::pool* p = nullptr;
+  std::atomic<int> phase{0};
+  std::atomic<int> back_again{0};
+
+  static void hook(void* arg, bool armed) {
+    auto* s = static_cast<stolen_wake*>(arg);
+    if (!armed) {
+      int expected = 0;
+      if (s->phase.compare_exchange_strong(expected, 1)) s->p->ring_->wake();
+    } else if (s->phase.load() == 1) {
+      std::unique_lock lk(s->p->lock_);
+      s->p->poll_locked(lk);  // a running worker's look between items
+      s->phase = 2;
+    } else if (s->phase.load() == 2) {
+      s->back_again.fetch_add(1);
+    }
+  }
+};
+
+TEST(pool, a_wake_up_reaped_by_another_thread_does_not_leave_the_poller_asleep) {
+  stolen_wake s;  // outlives the runtime: the poller may be in the hook
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  auto& p = bound_pool(rt, 0);
+  s.p = &p;
+  // A request in flight, so that a running worker's look reaps the ring.
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::atomic<bool> received{false};
+  rt.system_wq().spawn([](int fd, std::atomic<bool>& received) -> cowq::task<void> {
+    cowq::net::stream s{cowq::net::fd_handle(fd)};
+    std::byte buf[16];
+    auto r = co_await s.recv(buf);
+    received = r && r.value == 1;
+  }(sv[0], received));
+  ASSERT_TRUE(cowq::test::wait_until([&] {
+    std::lock_guard g(p.lock_);
+    return p.inflight_.load() == 1 && p.nr_running_ == 0 && p.poller_ != nullptr &&
+           p.poller_->polling_.load();
+  }));
+
+  p.ring_->wait_hook_arg_ = &s;
+  p.ring_->wait_hook_.store(&stolen_wake::hook, std::memory_order_release);
+  p.ring_->wake();  // the sleeping poller goes round once, into the hook
+  const bool back = cowq::test::wait_until([&] { return s.back_again.load() > 0; }, 10s);
+  EXPECT_TRUE(back) << "the poller slept through a wake-up another reaper took";
+  p.ring_->wait_hook_.store(nullptr, std::memory_order_release);
+  if (!back) p.ring_->post_nop();  // let it out, for the shutdown
+  ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  EXPECT_TRUE(cowq::test::wait_until([&] { return received.load(); }));
+  ::close(sv[1]);
 }
 
 // Two CPUs and a long spin budget, so that a spinning worker cannot miss.

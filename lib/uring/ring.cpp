@@ -187,6 +187,8 @@ void ring::submit() {
 void ring::flush_overflow() { io_uring_get_events(&ring_); }
 
 void ring::wait(const __kernel_timespec* timeout) {
+  const wait_hook hook = wait_hook_.load(std::memory_order_acquire);
+  if (hook != nullptr) [[unlikely]] hook(wait_hook_arg_, false);
   {
     std::lock_guard g(sq_lock_);
     if (!efd_armed_.load(std::memory_order_relaxed)) {
@@ -206,6 +208,7 @@ void ring::wait(const __kernel_timespec* timeout) {
     }
     if (has_unsubmitted()) submit_locked();
   }
+  if (hook != nullptr) [[unlikely]] hook(wait_hook_arg_, true);
   // A bare io_uring_enter: liburing's wait helpers peek at the CQ head,
   // which the worker reaping under the pool lock may be advancing at the
   // same moment. The kernel returns at once if completions are waiting.

@@ -102,6 +102,14 @@ class ring {
 
   io_uring* raw() noexcept { return &ring_; }
 
+  // Tests only: called on the poller's thread in wait(), before it arms the
+  // wake-up read (armed false) and again just before it enters the kernel
+  // (armed true). The release store of the hook, after its argument, pairs
+  // with the acquire load in wait().
+  using wait_hook = void (*)(void* arg, bool armed);
+  std::atomic<wait_hook> wait_hook_{nullptr};
+  void* wait_hook_arg_ = nullptr;
+
  private:
   io_uring ring_{};
   int event_fd_ = -1;
