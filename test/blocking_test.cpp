@@ -238,8 +238,10 @@ void poller_blocks_in_an_item(arrives what) {
   if (what == arrives::completion)
     rt.system_wq().spawn(recv_one(sv[0], done));
   else if (what == arrives::timer)
+    // Due well after the blocker below has started, even under a
+    // sanitizer on a loaded machine.
     rt.system_wq().spawn([](std::atomic<bool>& done) -> cowq::task<void> {
-      co_await cowq::sleep_for(100ms);
+      co_await cowq::sleep_for(500ms);
       done = true;
     }(done));
   if (what == arrives::completion || what == arrives::timer)
