@@ -342,12 +342,7 @@ TEST(pool, a_wake_up_reaped_by_another_thread_does_not_leave_the_poller_asleep) 
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   std::atomic<bool> received{false};
-  rt.system_wq().spawn([](int fd, std::atomic<bool>& received) -> cowq::task<void> {
-    cowq::net::stream s{cowq::net::fd_handle(fd)};
-    std::byte buf[16];
-    auto r = co_await s.recv(buf);
-    received = r && r.value == 1;
-  }(sv[0], received));
+  rt.system_wq().spawn(cowq::test::recv_one_byte(sv[0], received));
   ASSERT_TRUE(cowq::test::wait_until([&] {
     std::lock_guard g(p.lock_);
     return p.inflight_.load() == 1 && p.nr_running_ == 0 && p.poller_ != nullptr &&

@@ -1,6 +1,7 @@
 // Helpers shared by the suites: waiting on conditions, never on time.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <dirent.h>
 #include <sched.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 #include <thread>
 
+#include <cowq/net.hpp>
 #include <cowq/task.hpp>
 
 #include <gtest/gtest.h>
@@ -26,6 +28,16 @@ namespace cowq::test {
 template <typename F>
 cowq::task<void> run(F f) {
   co_await f();
+}
+
+// A recv on fd (taken over, closed at the end) that sets *got once it has
+// returned exactly one byte: a request in flight that the test completes
+// by writing one byte to the other end.
+inline cowq::task<void> recv_one_byte(int fd, std::atomic<bool>& got) {
+  cowq::net::stream s{cowq::net::fd_handle(fd)};
+  std::byte buf[16];
+  auto r = co_await s.recv(buf);
+  got = r && r.value == 1;
 }
 
 // Generous: the machine is shared and the sanitizers slow everything down.
