@@ -233,12 +233,16 @@ void poller_blocks_in_an_item(arrives what) {
       co_await cowq::sleep_for(500ms);
       done = true;
     }(done));
-  if (what == arrives::completion || what == arrives::timer)
-    ASSERT_TRUE(wait_until([&] {
-      std::lock_guard g(p.lock_);
-      const bool armed = what == arrives::completion ? p.inflight_.load() == 1 : !p.timers_.empty();
-      return armed && p.nr_running_ == 0 && p.poller_ == p.idle_.back();
-    }));
+  // Right before the blocker is queued: the poller, asleep in the ring, is
+  // the worker it will go to.
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(p.lock_);
+    const bool armed = what == arrives::completion ? p.inflight_.load() == 1
+                       : what == arrives::timer    ? !p.timers_.empty()
+                                                   : true;
+    return armed && p.nr_running_ == 0 && p.poller_ != nullptr &&
+           p.poller_ == p.idle_.back() && p.poller_->polling_.load();
+  }));
 
   if (what == arrives::prepared_recv)
     // The first child prepares its recv and suspends; the second blocks in
