@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <coroutine>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -190,6 +192,57 @@ TEST_P(on_shape, when_all_waits_for_suspended_children_and_rethrows) {
   EXPECT_EQ(cowq::sync_wait(wq_, t()), 10);
   auto bad = [&]() -> cowq::task<void> { co_await cowq::when_all(slow(1), thrower()); };
   EXPECT_THROW(cowq::sync_wait(wq_, bad()), std::runtime_error);
+}
+
+// Children that finish inside the start loop are counted without the shared
+// atomic; the others with it. Mixed in one call, every way a child can end:
+// at once, on another pool's thread, inline on the starter's thread but
+// resumed by a sibling, and inside a nested when_all. The parent must
+// resume exactly once, after all of them, with every result.
+TEST_P(on_shape, when_all_mixes_children_that_finish_inline_and_elsewhere) {
+  auto& away = rt_.alloc_workqueue("away", cowq::wq::unbound);
+  // A child parks its handle here; a later sibling resumes it inline, so it
+  // finishes on the starter's thread while the start loop still runs.
+  std::coroutine_handle<> parked;
+  struct park {
+    std::coroutine_handle<>& slot;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) noexcept { slot = h; }
+    void await_resume() const noexcept {}
+  };
+  auto parks = [&](int v) -> cowq::task<int> {
+    co_await park{parked};
+    co_return v;
+  };
+  auto releases = [&](int v) -> cowq::task<int> {
+    std::exchange(parked, {}).resume();
+    co_return v;
+  };
+  auto hops = [&](int v) -> cowq::task<int> {
+    co_await cowq::schedule_on(away);
+    co_return v;
+  };
+  auto nested = [&](int v) -> cowq::task<int> {
+    auto [a, b] = co_await cowq::when_all(value(v), hops(v));
+    co_return a + b;
+  };
+  auto t = [&]() -> cowq::task<long> {
+    long total = 0;
+    for (int round = 0; round < 200; ++round) {
+      std::vector<cowq::task<int>> v;
+      v.push_back(value(1));
+      v.push_back(parks(10));
+      v.push_back(hops(100));
+      v.push_back(releases(1000));
+      v.push_back(nested(10000));
+      v.push_back(value(100000));
+      for (int x : co_await cowq::when_all(std::move(v))) total += x;
+      auto [a, b] = co_await cowq::when_all(hops(1), value(2));
+      total += a + b;
+    }
+    co_return total;
+  };
+  EXPECT_EQ(cowq::sync_wait(wq_, t()), 200L * (121111 + 3));
 }
 
 TEST_P(on_shape, when_any_returns_the_first_to_finish) {

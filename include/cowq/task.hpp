@@ -43,6 +43,11 @@ void* frame_alloc(std::size_t size);
 void frame_free(void* p, std::size_t size) noexcept;
 
 // when_all's children report here; the last one resumes the parent.
+//
+// Children run inline on the starter's thread until they first suspend, and
+// most finish right there (a child that never waits on anything). Those are
+// counted in a plain field: only a child that finishes on another thread,
+// or on this one after the start, pays for the shared atomic.
 struct join_latch {
   // children + 1 for the starter, so a child that finishes while the
   // starter is still starting the others cannot resume the parent early.
@@ -50,8 +55,24 @@ struct join_latch {
   // brings the count to zero.
   std::atomic<std::size_t> count{0};
   std::coroutine_handle<> parent;
+  // Children that finished inside the starter's loop. Only the starting
+  // thread touches it, and only while starting() points at this latch.
+  std::size_t finished_inline = 0;
+
+  // The latch whose children this thread is starting right now, if any. A
+  // child that sees its own latch here is on the starter's thread inside
+  // the loop: no other thread can see that value, since each thread has its
+  // own and a live latch's address is unique.
+  static join_latch*& starting() noexcept {
+    static thread_local join_latch* current = nullptr;
+    return current;
+  }
 
   std::coroutine_handle<> arrive() noexcept {
+    if (starting() == this) {
+      ++finished_inline;
+      return std::noop_coroutine();  // back into the starter's loop
+    }
     return count.fetch_sub(1, std::memory_order_acq_rel) == 1 ? parent
                                                                : std::noop_coroutine();
   }

@@ -4,6 +4,7 @@
 #include <cowq/task.hpp>
 
 #include <array>
+#include <iterator>
 #include <atomic>
 #include <memory>
 #include <span>
@@ -22,19 +23,36 @@ using non_void_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 // Starts every child in turn on the awaiting thread; each runs until it
 // first suspends. The children's own final_suspend counts them down on
 // latch (their promises point at it), so nothing is allocated beyond
-// their frames.
+// their frames. Children is a range of tasks or of handles.
+template <typename Children>
 struct join_awaiter {
-  std::span<const std::coroutine_handle<>> children;
+  Children& children;
   join_latch& latch;
-  bool await_ready() const noexcept { return children.empty(); }
+  bool await_ready() const noexcept { return std::empty(children); }
   bool await_suspend(std::coroutine_handle<> parent) {
-    latch.count.store(children.size() + 1, std::memory_order_relaxed);
+    const std::size_t n = std::size(children);
+    latch.count.store(n + 1, std::memory_order_relaxed);
     latch.parent = parent;
-    for (auto h : children) h.resume();
+    latch.finished_inline = 0;
+    join_latch*& starting = join_latch::starting();
+    join_latch* const outer = std::exchange(starting, &latch);
+    for (auto& c : children) start(c);
+    starting = outer;
+    const std::size_t done_here = latch.finished_inline;
+    // All finished in the loop: nobody else ever touched the count.
+    if (done_here == n) return false;
     // Last one out: every child already finished, so continue at once.
-    return latch.count.fetch_sub(1, std::memory_order_acq_rel) != 1;
+    return latch.count.fetch_sub(done_here + 1, std::memory_order_acq_rel) != done_here + 1;
   }
   void await_resume() const noexcept {}
+
+ private:
+  void start(std::coroutine_handle<> h) { h.resume(); }
+  template <typename T>
+  void start(task<T>& t) {
+    t.handle().promise().latch_ = &latch;
+    t.handle().resume();
+  }
 };
 
 template <typename T>
@@ -64,21 +82,15 @@ non_void_t<T> take_result(task<T>& t) {
 template <typename... T>
 task<std::tuple<detail::non_void_t<T>...>> when_all(task<T>... ts) {
   detail::join_latch latch;
-  const std::array<std::coroutine_handle<>, sizeof...(T)> children{detail::join_child(ts, latch)...};
-  co_await detail::join_awaiter{children, latch};
+  std::array<std::coroutine_handle<>, sizeof...(T)> children{detail::join_child(ts, latch)...};
+  co_await detail::join_awaiter<decltype(children)>{children, latch};
   co_return std::tuple<detail::non_void_t<T>...>{detail::take_result(ts)...};
 }
 
 template <typename T>
 task<std::vector<detail::non_void_t<T>>> when_all(std::vector<task<T>> ts) {
   detail::join_latch latch;
-  {
-    // One allocation per call, not one per child.
-    std::vector<std::coroutine_handle<>> children;
-    children.reserve(ts.size());
-    for (auto& t : ts) children.push_back(detail::join_child(t, latch));
-    co_await detail::join_awaiter{children, latch};
-  }
+  co_await detail::join_awaiter<std::vector<task<T>>>{ts, latch};
   std::vector<detail::non_void_t<T>> out;
   out.reserve(ts.size());
   for (auto& t : ts) out.push_back(detail::take_result(t));
