@@ -7,6 +7,7 @@
 #include "pool/pool.hpp"
 #include "pool/watchdog.hpp"
 #include "runtime/runtime_impl.hpp"
+#include "uring/ring.hpp"
 #include "test_util.hpp"
 
 #include <gtest/gtest.h>
@@ -188,11 +189,15 @@ enum class arrives {
   timer,           // a sleeper armed before the item
   delayed_work,    // delayed work queued from outside during the block
   prepared_recv,   // a recv the blocked item prepared itself (when_all)
+  prepared_accept, // the same with the listener's multishot accept
 };
 
 void poller_blocks_in_an_item(arrives what) {
   cowq::runtime rt({.cpus = {first_allowed_cpu()}, .idle_timeout = 100ms});
   auto& p = bound_pool(rt, 0);
+  // Probed when the runtime started.
+  if (what == arrives::prepared_accept && !cowq::detail::ring::features().multishot_accept)
+    GTEST_SKIP() << "this kernel has no multishot accept: each accept is an ordinary request";
   {
     // The burst: marked blockers, each making room for another worker.
     blockers b;
@@ -244,16 +249,25 @@ void poller_blocks_in_an_item(arrives what) {
            p.poller_ == p.idle_.back() && p.poller_->polling_.load();
   }));
 
-  if (what == arrives::prepared_recv)
-    // The first child prepares its recv and suspends; the second blocks in
-    // the same item, before the worker's loop could submit the recv.
+  const bool prepared = what == arrives::prepared_recv || what == arrives::prepared_accept;
+  auto listener = cowq::net::tcp_listener::bind({asio::ip::make_address("127.0.0.1"), 0});
+  auto accept_one = [](cowq::net::tcp_listener& l, std::atomic<bool>& done) -> cowq::task<void> {
+    auto s = co_await l.accept();
+    EXPECT_TRUE(s) << s.error.message();
+    done = true;
+  };
+  if (prepared)
+    // The first child prepares its request and suspends; the second blocks
+    // in the same item, before the worker's loop could submit the request.
     rt.system_wq().spawn([](cowq::task<void> a, cowq::task<void> b) -> cowq::task<void> {
       co_await cowq::when_all(std::move(a), std::move(b));
-    }(cowq::test::recv_one_byte(sv[0], done), block(gate[0], entered, returned)));
+    }(what == arrives::prepared_recv ? cowq::test::recv_one_byte(sv[0], done)
+                                     : accept_one(listener, done),
+      block(gate[0], entered, returned)));
   else
     rt.system_wq().spawn(block(gate[0], entered, returned));
   ASSERT_TRUE(wait_until([&] { return entered.load(); }));
-  if (what != arrives::prepared_recv) {
+  if (!prepared) {
     // (With a request prepared, the watchdog, woken by it, may already
     // have found the block and handed the ring to another worker.)
     std::lock_guard g(p.lock_);
@@ -265,13 +279,23 @@ void poller_blocks_in_an_item(arrives what) {
     cowq::queue_delayed_work_on(first_allowed_cpu(), rt.system_wq(), later, 20ms);
   if (what == arrives::completion || what == arrives::prepared_recv)
     ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  // The connection is made in the kernel's backlog whether or not the
+  // accept request got there; only the request completes the accept.
+  int client = -1;
+  if (what == arrives::prepared_accept) {
+    client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const auto ep = listener.local_endpoint();
+    ASSERT_EQ(::connect(client, ep.data(), static_cast<socklen_t>(ep.size())), 0);
+  }
   EXPECT_TRUE(wait_until([&] { return done.load(); }, 10s));
   EXPECT_FALSE(returned.load()) << "it waited for the blocked item to return";
   ASSERT_EQ(::write(gate[1], "x", 1), 1);
   ASSERT_TRUE(wait_until([&] { return returned.load() && done.load(); }));
   // sv[0] belongs to the recv's stream, which closes it, where there is one.
-  if (what == arrives::timer || what == arrives::delayed_work) ::close(sv[0]);
-  for (int fd : {sv[1], gate[0], gate[1]}) ::close(fd);
+  if (what == arrives::timer || what == arrives::delayed_work || what == arrives::prepared_accept)
+    ::close(sv[0]);
+  for (int fd : {sv[1], gate[0], gate[1], client})
+    if (fd >= 0) ::close(fd);
 }
 
 TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_completions) {
@@ -288,6 +312,10 @@ TEST(blocking, a_poller_that_blocks_in_an_item_does_not_strand_delayed_work_queu
 
 TEST(blocking, a_request_prepared_before_an_unannounced_block_in_the_same_item_is_submitted) {
   poller_blocks_in_an_item(arrives::prepared_recv);
+}
+
+TEST(blocking, an_accept_armed_before_an_unannounced_block_in_the_same_item_is_submitted) {
+  poller_blocks_in_an_item(arrives::prepared_accept);
 }
 
 TEST(blocking, marked_regions_need_no_watchdog) {

@@ -8,6 +8,7 @@
 #include "multishot_accept.hpp"
 
 #include "../log/log.hpp"
+#include "../pool/watchdog.hpp"
 #include "../util/tsan.hpp"
 
 #include <cowq/net.hpp>
@@ -21,6 +22,7 @@ namespace cowq::detail {
 
 namespace {
 
+// Under the home pool's lock.
 void arm_locked(accept_state* s) {
   ring& r = *s->home->ring_;
   std::lock_guard g(r.sq_lock_);
@@ -31,6 +33,10 @@ void arm_locked(accept_state* s) {
   s->armed = true;
   s->home->inflight_.fetch_add(1, std::memory_order_relaxed);
   tsan_release(s);
+  // The request waits for the end of this loop turn; should the item block
+  // unannounced before that, the watchdog must be awake to hand the ring to
+  // another worker. The caller holds the pool lock, as work_waits() needs.
+  s->home->watchdog_->work_waits();
 }
 
 // Under the home pool's lock (fire_locked_), from its timer heap.
