@@ -277,8 +277,9 @@ void poller_blocks_in_an_item(arrives what) {
   cowq::delayed_work later([&] { done = true; });
   if (what == arrives::delayed_work)
     cowq::queue_delayed_work_on(first_allowed_cpu(), rt.system_wq(), later, 20ms);
-  if (what == arrives::completion || what == arrives::prepared_recv)
+  if (what == arrives::completion || what == arrives::prepared_recv) {
     ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  }
   // The connection is made in the kernel's backlog whether or not the
   // accept request got there; only the request completes the accept.
   int client = -1;

@@ -6,10 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <coroutine>
 #include <stdexcept>
 #include <string>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -289,6 +293,107 @@ TEST(yield, interleaves_coroutines_on_one_cpu) {
   cowq::sync_wait(rt, parent());
   rt.system_wq().drain();
   EXPECT_EQ(trace, "ababab");
+}
+
+// A coroutine yielding in a loop, alone on its pool, goes on without a trip
+// round the worklist; these check that whatever else comes for the pool
+// still gets its turn at once, and that every continuation is counted.
+namespace yielding {
+
+struct spinner {
+  std::atomic<long> yields{0};  // written by the spinner only
+  std::atomic<bool> stop{false};
+  std::atomic<bool> done{false};
+  cowq::task<void> run() {
+    while (!stop.load(std::memory_order_relaxed)) {
+      yields.store(yields.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      co_await cowq::yield();
+    }
+    done = true;
+  }
+  bool started() const { return yields.load() > 1000; }
+};
+
+}  // namespace yielding
+
+TEST(yield, counts_every_continuation_as_an_item_queued_and_completed) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  auto& wq = rt.alloc_workqueue("yielder");
+  constexpr int kYields = 1000;
+  wq.spawn([]() -> cowq::task<void> {
+    for (int i = 0; i < kYields; ++i) co_await cowq::yield();
+  }());
+  wq.drain();
+  const auto s = rt.stats();
+  const auto* ws = s.find_workqueue("yielder");
+  ASSERT_NE(ws, nullptr);
+  EXPECT_EQ(ws->queued, kYields + 1u);
+  EXPECT_EQ(ws->completed, kYields + 1u);
+  EXPECT_EQ(ws->active, 0);
+}
+
+TEST(yield, an_item_queued_while_a_coroutine_keeps_yielding_runs_within_a_few_yields) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  yielding::spinner sp;
+  rt.system_wq().spawn(sp.run());
+  ASSERT_TRUE(cowq::test::wait_until([&] { return sp.started(); }));
+  // The pool's one running worker is the spinner's; the item waits for its
+  // next yield. Counted after queueing, so a delay on this thread can only
+  // make the figure smaller.
+  long worst = 0;
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<long> seen{-1};
+    cowq::work item([&] { seen = sp.yields.load(); });
+    ASSERT_TRUE(cowq::queue_work(rt.system_wq(), item));
+    const long at_queue = sp.yields.load();
+    ASSERT_TRUE(cowq::test::wait_until([&] { return seen.load() >= 0; }));
+    cowq::flush_work(item);
+    worst = std::max(worst, seen.load() - at_queue);
+  }
+  sp.stop = true;
+  ASSERT_TRUE(cowq::test::wait_until([&] { return sp.done.load(); }));
+  EXPECT_LE(worst, 16) << "yields that went on while an item waited";
+}
+
+TEST(yield, a_sleeper_and_a_recv_on_the_same_pool_finish_while_a_coroutine_keeps_yielding) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  yielding::spinner sp;
+  rt.system_wq().spawn(sp.run());
+  ASSERT_TRUE(cowq::test::wait_until([&] { return sp.started(); }));
+  std::atomic<bool> slept{false};
+  rt.system_wq().spawn([](std::atomic<bool>& f) -> cowq::task<void> {
+    co_await cowq::sleep_for(1ms);
+    f = true;
+  }(slept));
+  EXPECT_TRUE(cowq::test::wait_until([&] { return slept.load(); }));
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::atomic<bool> got{false};
+  rt.system_wq().spawn(cowq::test::recv_one_byte(sv[0], got));
+  ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  EXPECT_TRUE(cowq::test::wait_until([&] { return got.load(); }));
+  ::close(sv[1]);
+  sp.stop = true;
+  ASSERT_TRUE(cowq::test::wait_until([&] { return sp.done.load(); }));
+}
+
+TEST(yield, a_flush_returns_while_a_coroutine_of_the_workqueue_keeps_yielding) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  auto& wq = rt.alloc_workqueue("flushed");
+  yielding::spinner sp;
+  wq.spawn(sp.run());
+  ASSERT_TRUE(cowq::test::wait_until([&] { return sp.started(); }));
+  // Each continuation is a new item, queued after the flush began: the
+  // flush waits for none of them.
+  std::atomic<bool> flushed{false};
+  std::thread t([&] {
+    wq.flush();
+    flushed = true;
+  });
+  EXPECT_TRUE(cowq::test::wait_until([&] { return flushed.load(); }));
+  sp.stop = true;
+  t.join();
+  ASSERT_TRUE(cowq::test::wait_until([&] { return sp.done.load(); }));
 }
 
 TEST(schedule_on, hops_between_workqueues_and_pools) {

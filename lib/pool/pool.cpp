@@ -92,6 +92,9 @@ constexpr std::size_t kMaxZombies = 256;
 constexpr unsigned kRingEntries = 256;
 // Items run between two submissions at most, when work keeps coming.
 constexpr int kSubmitBatch = 16;
+// Continuations of yields run back to back without the pool lock, at most
+// (run_yields()).
+constexpr int kYieldRunLimit = 64;
 
 // initial-exec: read with one %fs-relative load instead of a call to
 // __tls_get_addr on every item; libcowq is linked at start-up, not dlopen'ed
@@ -469,6 +472,7 @@ void pool::activate_inactive(pwq* q) noexcept {
     set_where(n, node_where::worklist);
     worklist_.push_back(n);
     ++nr_pending_;
+    bump_work_gen();
   }
 }
 
@@ -494,6 +498,7 @@ void finish_flush_of(wq_impl* wq) noexcept {
 }
 
 void pool::enqueue_locked(pwq* q, work_node* n) noexcept {
+  bump_work_gen();
   const int c = q->work_color_;
   n->flags_ = (n->flags_ & ~node_color) | (c != 0 ? node_color : 0u);
   n->pwq_ = q;
@@ -586,12 +591,20 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
                                    : resume_fn_of(static_cast<resume_node*>(n)->handle_);
   const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
   if (cpu_intensive) leave_running_locked(w, lk);
+  // Should the coroutine yield, and nothing else want this pool, it may go
+  // on at once: nothing queued, nothing of q held back by max_active, no
+  // flush of q under way, no timer armed. work_gen_ says when that ends.
+  const bool yields_may_run = wk == nullptr && !w->rescuer_ && worklist_.empty() &&
+                              q->nr_inactive_ == 0 && q->flush_color_ < 0 &&
+                              timers_.empty();
+  const std::uint32_t gen = work_gen_.load(std::memory_order_relaxed);
   lk.unlock();
 
   tls_pwq = q;
   w->seq_.store(w->seq_.load(std::memory_order_relaxed) + 1,
                 std::memory_order_relaxed);
   n->run_(n);  // may free n
+  const int yields_ran = yields_may_run ? run_yields(w, gen) : 0;
   tls_pwq = nullptr;
 
   lk.lock();
@@ -601,8 +614,10 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   w->current_ = nullptr;
   rejoin_after_item(w, lk);
   w->current_pwq_ = nullptr;
-  ++items_executed_;
-  ++q->completed_;
+  // Each continuation run by run_yields() was an item, queued and done.
+  items_executed_ += 1 + static_cast<unsigned>(yields_ran);
+  q->completed_ += 1 + static_cast<unsigned>(yields_ran);
+  q->queued_ += static_cast<unsigned>(yields_ran);
   bool wake_waiters = false;
   if (wk != nullptr) wake_waiters = work_access::finish_run(*wk);
   wq_impl* flushed = retire_item(q, flags, true);
@@ -612,6 +627,29 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
     finish_flush_of(flushed);
     lk.lock();
   }
+}
+
+int pool::run_yields(worker* w, std::uint32_t gen) noexcept {
+  // A yield asks for the pool's other work to go first; with none, going
+  // round the worklist would only cost its lock and bookkeeping. The
+  // continuation keeps the item's place in flight (its active slot and
+  // flush colour), so nothing is counted until the lock is next taken. At
+  // most kYieldRunLimit in a row, so the stats keep moving.
+  int ran = 0;
+  while (ran < kYieldRunLimit && w->deferred_.single()) {
+    if (work_gen_.load(std::memory_order_relaxed) != gen) break;
+    // Prepared requests go to the kernel, and completions are reaped, on
+    // the way round the loop.
+    if (ring_->has_unsubmitted()) break;
+    if (inflight_.load(std::memory_order_relaxed) != 0 &&
+        (ring_->cq_ready_unlocked() || ring_->task_work_pending()))
+      break;
+    work_node* n = w->deferred_.pop_front();
+    w->seq_.store(w->seq_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    n->run_(n);
+    ++ran;
+  }
+  return ran;
 }
 
 void pool::worker_sleeping(worker* w) {
@@ -743,6 +781,7 @@ worker* pool::kick_poller_locked() noexcept {
 
 void pool::arm_timer_locked(timer_node* t, clock::time_point deadline) {
   timers_.arm(t, deadline);
+  bump_work_gen();
   // A sleeping poller waits for the old earliest deadline; tell it.
   if (timers_.earliest() == t && poller_ != nullptr &&
       poller_->polling_.load(std::memory_order_relaxed))
@@ -918,6 +957,7 @@ void pool::stop_and_join() {
   {
     std::lock_guard g(lock_);
     stopping_ = true;
+    bump_work_gen();
     for (auto* w : workers_) {
       w->exit_ = true;
       to_signal.push_back(w);

@@ -205,6 +205,18 @@ struct pool {
   // Set at shutdown once everything was cancelled: new operations then
   // complete at once with operation_canceled (A, relaxed).
   std::atomic<bool> io_closed_{false};
+  // Bumped whenever something may come to want this pool's CPU: an item
+  // queued or activated, a timer armed, a flush begun. Written under L
+  // (relaxed load and store: no locked instruction); read without L by a
+  // worker running the continuations of yields straight away
+  // (run_yields()), which stops when it changes. A stale read lets at most
+  // one more continuation run before the newcomer, which the queuer has
+  // already left to this worker (or the watchdog) to run.
+  std::atomic<std::uint32_t> work_gen_{0};
+  // L held.
+  void bump_work_gen() noexcept {
+    work_gen_.store(work_gen_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 
   // --- operations (definitions in pool.cpp) ---
   void start();
@@ -289,6 +301,10 @@ struct pool {
   // pool's running worker (a canceller, the resolver), waking the pool.
   void complete_from_outside(io_op* op, int res);
   void process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk);
+  // L dropped, on w's thread, right after an item that may yield ran:
+  // resumes the continuations its yields left in w->deferred_ while nothing
+  // else has come for the pool since gen. Returns how many ran.
+  int run_yields(worker* w, std::uint32_t gen) noexcept;
 };
 
 // Logs a CPU hog once per item identity (watchdog.cpp).

@@ -22,6 +22,7 @@ class node_list {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
   work_node* front() const noexcept { return head_; }
+  bool single() const noexcept { return head_ != nullptr && head_ == tail_; }
 
   void push_back(work_node* n) noexcept {
     n->next_ = nullptr;

@@ -90,6 +90,9 @@ void wq_impl::flush() {
     q->work_color_ = c ^ 1;
     if (q->nr_in_flight_[c] > 0) {
       q->flush_color_ = c;
+      // A worker running yields back to back must go round the worklist,
+      // where the next one gets the new colour.
+      q->pool_->bump_work_gen();
       pwqs_to_flush_.fetch_add(1, std::memory_order_relaxed);
     }
   }
