@@ -7,7 +7,6 @@
 #include <iterator>
 #include <atomic>
 #include <memory>
-#include <span>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -47,9 +46,11 @@ struct join_awaiter {
   void await_resume() const noexcept {}
 
  private:
-  void start(std::coroutine_handle<> h) { h.resume(); }
+  // noexcept: starting() must be put back after the loop, and a task keeps
+  // its exceptions for take_result() anyway.
+  void start(std::coroutine_handle<> h) noexcept { h.resume(); }
   template <typename T>
-  void start(task<T>& t) {
+  void start(task<T>& t) noexcept {
     t.handle().promise().latch_ = &latch;
     t.handle().resume();
   }

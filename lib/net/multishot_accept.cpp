@@ -25,17 +25,21 @@ namespace {
 // Under the home pool's lock.
 void arm_locked(accept_state* s) {
   ring& r = *s->home->ring_;
-  std::lock_guard g(r.sq_lock_);
-  io_uring_sqe* sqe = r.sqe_locked();
-  if (sqe == nullptr) return;
-  io_uring_prep_multishot_accept(sqe, s->fd, nullptr, nullptr, SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdMultishotTag);
-  s->armed = true;
-  s->home->inflight_.fetch_add(1, std::memory_order_relaxed);
-  tsan_release(s);
+  {
+    std::lock_guard g(r.sq_lock_);
+    io_uring_sqe* sqe = r.sqe_locked();
+    if (sqe == nullptr) return;
+    io_uring_prep_multishot_accept(sqe, s->fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdMultishotTag);
+    s->armed = true;
+    s->home->inflight_.fetch_add(1, std::memory_order_relaxed);
+    tsan_release(s);
+  }
   // The request waits for the end of this loop turn; should the item block
   // unannounced before that, the watchdog must be awake to hand the ring to
-  // another worker. The caller holds the pool lock, as work_waits() needs.
+  // another worker. The caller holds the pool lock, as work_waits() needs;
+  // the submission lock is dropped first, as the wake-up may be a system
+  // call and other threads spin on that lock.
   s->home->watchdog_->work_waits();
 }
 
@@ -63,15 +67,15 @@ accept_state::accept_state(int listen_fd) noexcept : fd(listen_fd) {
 
 accept_state* make_accept_state(int fd) { return new accept_state(fd); }
 
-bool multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout) {
+accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout) {
   worker* w = current_worker();
   pwq* q = current_pwq();
-  if (w == nullptr || q == nullptr) return false;
+  if (w == nullptr || q == nullptr) return accept_start::single_shot;
   pool* p = w->pool_;
-  if (p->io_closed_.load(std::memory_order_relaxed)) return false;
+  if (p->io_closed_.load(std::memory_order_relaxed)) return accept_start::single_shot;
   std::lock_guard g(p->lock_);
   if (s->home == nullptr) s->home = p;
-  if (s->home != p || s->waiter != nullptr) return false;  // single-shot instead
+  if (s->home != p || s->waiter != nullptr) return accept_start::single_shot;
   op->pool_ = p;
   op->pwq_ = q;
   op->multishot_ = s;
@@ -79,24 +83,21 @@ bool multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds
     op->res_ = s->ready.front();
     s->ready.pop_front();
     op->state_.store(op_submitted, std::memory_order_relaxed);
-    op->handle_ = nullptr;  // completed at once
-    return true;
+    return accept_start::done;
   }
   if (s->error != 0) {
     op->res_ = -std::exchange(s->error, 0);
-    op->handle_ = nullptr;
-    return true;
+    return accept_start::done;
   }
   // A stop requested before we got here was left to us.
   if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested) {
     op->res_ = -ECANCELED;
-    op->handle_ = nullptr;
-    return true;
+    return accept_start::done;
   }
   s->waiter = op;
   if (timeout.count() > 0) p->arm_timer_locked(&s->timer, clock::now() + timeout);
   if (!s->armed) arm_locked(s);
-  return true;
+  return accept_start::waiting;
 }
 
 void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags) {

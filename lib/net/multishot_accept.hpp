@@ -30,12 +30,14 @@ struct accept_state {
 };
 
 accept_state* make_accept_state(int fd);
-// On the calling worker: false means "use a single-shot accept instead".
-// Otherwise the op either completed at once (handle_ cleared, res_ set)
-// or waits for the request's next completion, or until timeout (if
-// non-zero) passes: then it completes with -ETIMEDOUT, and a connection
-// arriving later waits for the next accept.
-bool multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout);
+// On the calling worker: the op either completed at once (res_ set), or
+// waits for the request's next completion, or until timeout (if non-zero)
+// passes: then it completes with -ETIMEDOUT, and a connection arriving
+// later waits for the next accept. Which of the two is decided under the
+// pool lock and returned: once the op waits, another worker may resume its
+// coroutine before this call returns, so the caller must not look at op.
+enum class accept_start { single_shot, done, waiting };
+accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout);
 void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags);
 bool multishot_accept_cancel(io_op* op) noexcept;
 void multishot_accept_close(accept_state* s);

@@ -145,7 +145,14 @@ bool accept_awaitable::await_suspend(std::coroutine_handle<> h) {
     op_.handle_ = h;
     // Registered first, as for any operation: see io_awaitable.
     if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
-    if (detail::multishot_accept_start(multishot_, &op_, opts_.timeout)) return op_.handle_ != nullptr;
+    switch (detail::multishot_accept_start(multishot_, &op_, opts_.timeout)) {
+      case detail::accept_start::waiting:
+        return true;  // op_ may already be another worker's: not looked at
+      case detail::accept_start::done:
+        return false;
+      case detail::accept_start::single_shot:
+        break;
+    }
     cancel_.reset();
   }
   return io_awaitable::await_suspend(h);
