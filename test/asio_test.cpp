@@ -330,6 +330,48 @@ TEST(use_task, a_destroyed_io_context_resumes_the_task_as_aborted) {
   EXPECT_EQ(outcome.load(), 1);
 }
 
+// Asynchronous operations of the simplest kinds: one that completes inside
+// its initiation, and one whose initiation takes the handler and throws
+// (the handler is destroyed unused while the exception unwinds).
+template <typename Token>
+auto async_at_once(int v, Token&& token) {
+  return asio::async_initiate<Token, void(std::error_code, int)>(
+      [](auto handler, int v) { std::move(handler)(std::error_code{}, v); }, token, v);
+}
+template <typename Token>
+auto async_refused(Token&& token) {
+  return asio::async_initiate<Token, void(std::error_code)>(
+      [](auto handler) {
+        auto taken = std::move(handler);
+        throw std::runtime_error("initiation refused");
+      },
+      token);
+}
+
+TEST(use_task, an_operation_done_in_its_initiation_returns_and_one_that_throws_rethrows) {
+  cowq::runtime rt;
+  auto& wq = rt.alloc_workqueue("initiations");
+  constexpr int kRounds = 1000;
+  auto r = cowq::sync_wait(wq, []() -> cowq::task<long> {
+    long sum = 0;
+    for (int i = 0; i < kRounds; ++i) {
+      sum += co_await async_at_once(i, cowq::use_task);
+      try {
+        co_await async_refused(cowq::use_task);
+        sum -= 1'000'000;
+      } catch (const std::runtime_error& e) {
+        if (std::string(e.what()) == "initiation refused") sum += 1;
+      } catch (...) {
+        sum -= 1'000'000;  // operation_aborted: the handler's destruction won
+      }
+    }
+    co_return sum;
+  }());
+  EXPECT_EQ(r, long(kRounds) * (kRounds - 1) / 2 + kRounds);
+  // Each went on in place: the task's one item, nothing queued per call.
+  EXPECT_EQ(rt.stats().find_workqueue("initiations")->completed, 1u);
+}
+
 TEST(use_task, many_tasks_await_one_io_context_at_once) {
   asio_thread a;
   cowq::runtime rt;

@@ -418,6 +418,45 @@ TEST(net, stop_token_cancels_an_accept_on_an_idle_pool) {
   ASSERT_TRUE(wait_until([&] { return cancelled.load() == 1; }));
 }
 
+// The listener closes under a waiting accept, whose coroutine is then
+// queued behind a busy item; a stop requested before it runs must not
+// look at the listener's request state, freed with its last completion.
+// (ASan reports the read if it does.)
+TEST(net, a_stop_after_the_listener_closed_under_a_waiting_accept_touches_nothing_freed) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  if (!cowq::detail::ring::features().multishot_accept)
+    GTEST_SKIP() << "this kernel has no multishot accept";
+  auto& p = *rt.impl().bound_[0][0];
+  auto l = tcp_listener::bind(kLoopback);
+  std::stop_source src;
+  std::atomic<int> outcome{0};  // 1 cancelled, 2 anything else
+  rt.system_wq().spawn([](tcp_listener* ul, std::stop_token tok, std::atomic<int>* o) -> cowq::task<void> {
+    auto a = co_await ul->accept(tok);
+    *o = a.error == std::errc::operation_canceled ? 1 : 2;
+  }(&l, src.get_token(), &outcome));
+  ASSERT_TRUE(wait_until([&] {
+    auto s = rt.stats();
+    return s.live_coroutines == 1 && s.pools[0].running == 0 && s.pools[0].pending == 0;
+  }));
+  std::atomic<bool> hold{true};
+  std::atomic<bool> holding{false};
+  rt.system_wq().spawn([](std::atomic<bool>* hold, std::atomic<bool>* holding) -> cowq::task<void> {
+    *holding = true;
+    while (hold->load()) {
+    }
+    co_return;
+  }(&hold, &holding));
+  ASSERT_TRUE(wait_until([&] { return holding.load(); }));
+  l.close();
+  // The request's last completion reaped (by the idle poller): the state
+  // is gone, and the accept waits behind the busy item.
+  ASSERT_TRUE(wait_until([&] { return p.inflight_.load() == 0; }));
+  src.request_stop();
+  hold = false;
+  ASSERT_TRUE(wait_until([&] { return outcome.load() != 0; }));
+  EXPECT_EQ(outcome.load(), 1);
+}
+
 TEST(net, shutdown_cancels_a_pending_accept) {
   std::atomic<int> cancelled{0};
   {

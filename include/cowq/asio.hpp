@@ -30,6 +30,7 @@
 
 #include <atomic>
 #include <coroutine>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -224,7 +225,7 @@ class asio_op : resume_node {
 
   bool await_ready() const noexcept { return false; }
 
-  void await_suspend(std::coroutine_handle<> h) {
+  bool await_suspend(std::coroutine_handle<> h) {
     handle_ = h;
     if (!bind_to_current(this))
       throw std::logic_error(
@@ -237,25 +238,38 @@ class asio_op : resume_node {
       std::apply([&](auto&&... a) { std::move(init)(handler{this}, std::move(a)...); },
                  std::move(args));
     } catch (...) {
-      // The handler may have been called, or destroyed unused while
-      // unwinding: then the coroutine is already queued and must not also
-      // resume here with the exception.
-      if (!claim()) return;
+      // The handler, destroyed unused while unwinding (or called before
+      // the throw), saw initiating and left the coroutine to us: it goes on
+      // here, with the exception.
+      state_.store(thrown, std::memory_order_relaxed);
       throw;
     }
+    // Acquire pairs with the handler's exchange: if it came first, its
+    // result_ is in and the coroutine goes on at once, not queued.
+    std::uint8_t expected = initiating;
+    return state_.compare_exchange_strong(expected, suspended, std::memory_order_acq_rel);
   }
 
   auto await_resume() {
-    // result_ was written before the resumption was queued; the pool lock
-    // taken to queue it and to run it orders the two.
+    // result_ was written before the resumption was queued (the pool lock
+    // taken to queue it and to run it orders the two), or before the
+    // handler's exchange that await_suspend's compare-exchange read.
     if (!result_) throw std::system_error(asio::error::operation_aborted);
     return results::unpack(std::move(*result_));
   }
 
  private:
-  // Exactly one of the handler's call, its destruction unused, and a throw
-  // from the initiation gets to resume the coroutine.
-  bool claim() noexcept { return !claimed_.exchange(true, std::memory_order_acq_rel); }
+  // Who resumes the coroutine. While the initiation runs, the awaiting
+  // thread does: a handler called (or destroyed unused) meanwhile only
+  // records it, and never queues a coroutine that has not suspended. Once
+  // suspended, the handler queues it. The handler's exchange (acq_rel)
+  // pairs with the initiator's compare-exchange: whichever is second sees
+  // what the first wrote (result_, or that the coroutine waits).
+  enum : std::uint8_t { initiating, suspended, handled, thrown };
+  // The handler is done with the operation (result_ written, if any).
+  void finish() noexcept {
+    if (state_.exchange(handled, std::memory_order_acq_rel) == suspended) resume_bound(this);
+  }
 
   // Move-only. Asio moves it into its operation and calls it once, or
   // destroys it uncalled when the operation is abandoned.
@@ -265,15 +279,15 @@ class asio_op : resume_node {
     handler(handler&& o) noexcept : op_(std::exchange(o.op_, nullptr)) {}
     handler& operator=(handler&&) = delete;
     ~handler() {
-      if (op_ != nullptr && op_->claim()) resume_bound(op_);
+      if (op_ != nullptr) op_->finish();
     }
 
     template <typename... Vals>
     void operator()(Vals&&... vals) {
       asio_op* op = std::exchange(op_, nullptr);
-      if (op == nullptr || !op->claim()) return;
+      if (op == nullptr) return;
       op->result_.emplace(std::forward<Vals>(vals)...);
-      resume_bound(op);
+      op->finish();
     }
 
    private:
@@ -283,7 +297,7 @@ class asio_op : resume_node {
   Initiation init_;
   ArgsTuple args_;
   std::optional<typename results::tuple> result_;
-  std::atomic<bool> claimed_{false};
+  std::atomic<std::uint8_t> state_{initiating};
 };
 
 }  // namespace detail

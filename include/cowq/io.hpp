@@ -63,8 +63,13 @@ struct io_op : resume_node {
   } timeout_{};
   bool has_timeout_ = false;
   // Set when the op waits on a multishot request's queue rather than on a
-  // request of its own (then cancelling it takes it off that queue).
+  // request of its own (then cancelling it takes it off that queue). Set
+  // before op_submitted is, and not changed after.
   void* multishot_ = nullptr;
+  // Under the multishot request's pool lock: the op is that request's
+  // waiter. Once it is not, the request's state may be gone, and a
+  // canceller must not look at it.
+  bool multishot_waiting_ = false;
 };
 inline constexpr std::uint32_t op_submitted = 1;
 inline constexpr std::uint32_t op_cancel_requested = 2;

@@ -47,6 +47,7 @@ void arm_locked(accept_state* s) {
 void accept_timed_out(timer_node* t) {
   accept_state* s = static_cast<accept_timer*>(t)->state;
   if (io_op* w = std::exchange(s->waiter, nullptr)) {
+    w->multishot_waiting_ = false;
     w->res_ = -ETIMEDOUT;
     s->home->enqueue_locked(w->pwq_, w);
   }
@@ -74,15 +75,19 @@ accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nan
   pool* p = w->pool_;
   if (p->io_closed_.load(std::memory_order_relaxed)) return accept_start::single_shot;
   std::lock_guard g(p->lock_);
+  // Shutdown stores the flag before it takes this lock (cancel_all_io()
+  // through cancel_all_sleeps()); the single-shot path then reports it.
+  if (p->io_closed_.load(std::memory_order_relaxed)) return accept_start::single_shot;
   if (s->home == nullptr) s->home = p;
   if (s->home != p || s->waiter != nullptr) return accept_start::single_shot;
   op->pool_ = p;
   op->pwq_ = q;
   op->multishot_ = s;
+  // Done at once: the op is not marked submitted, so a canceller leaves
+  // it alone (its result is in).
   if (!s->ready.empty()) {
     op->res_ = s->ready.front();
     s->ready.pop_front();
-    op->state_.store(op_submitted, std::memory_order_relaxed);
     return accept_start::done;
   }
   if (s->error != 0) {
@@ -94,8 +99,11 @@ accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nan
     op->res_ = -ECANCELED;
     return accept_start::done;
   }
-  s->waiter = op;
+  // The timer first: arming it may throw (the heap grows), and then the op
+  // must not be left as the waiter of a coroutine that did not suspend.
   if (timeout.count() > 0) p->arm_timer_locked(&s->timer, clock::now() + timeout);
+  s->waiter = op;
+  op->multishot_waiting_ = true;
   if (!s->armed) arm_locked(s);
   return accept_start::waiting;
 }
@@ -108,6 +116,7 @@ void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags
   }
   if (io_op* w = s->waiter) {
     s->waiter = nullptr;
+    w->multishot_waiting_ = false;
     p.timers_.cancel(&s->timer);
     w->res_ = res;
     p.enqueue_locked(w->pwq_, w);
@@ -122,11 +131,15 @@ void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags
 }
 
 bool multishot_accept_cancel(io_op* op) noexcept {
-  auto* s = static_cast<accept_state*>(op->multishot_);
+  // The op lives until its coroutine's await_resume, which waits for this
+  // canceller; the state may be gone once the op stopped waiting on it
+  // (the listener closed and the request's last completion reaped).
   pool* p = op->pool_;
   {
     std::lock_guard g(p->lock_);
-    if (s->waiter != op) return true;  // already completed
+    if (!op->multishot_waiting_) return true;  // already completed
+    auto* s = static_cast<accept_state*>(op->multishot_);
+    op->multishot_waiting_ = false;
     s->waiter = nullptr;
     p->timers_.cancel(&s->timer);
   }

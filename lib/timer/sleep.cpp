@@ -38,6 +38,12 @@ bool start_sleep(io_op* op, sleep_timer* t, std::chrono::steady_clock::time_poin
   t->fire_ = &sleep_fired;
   t->fire_locked_ = true;
   std::lock_guard g(p->lock_);
+  // Again under the lock, which cancel_all_sleeps() takes after the flag is
+  // stored: a sleep armed after that would never be cancelled.
+  if (p->io_closed_.load(std::memory_order_relaxed)) {
+    op->res_ = -ECANCELED;
+    return false;
+  }
   // A stop that came before the timer was armed left the cancel to us
   // (acq_rel pairs with the fetch_or in cancel_sleep()).
   if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested) {

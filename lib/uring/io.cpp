@@ -102,8 +102,12 @@ bool submit_op(io_op* op, const op_args& args, std::chrono::nanoseconds timeout)
   }
   ring& r = *p->ring_;
   std::unique_lock g(r.sq_lock_);
-  // Acquire pairs with the canceller's fetch_or in cancel_op().
-  if (op->state_.load(std::memory_order_acquire) & op_cancel_requested) {
+  // Acquire pairs with the canceller's fetch_or in cancel_op(). Shutdown
+  // is checked again under the lock: cancel_all_io() stores the flag and
+  // then takes this lock to cancel everything, so a request prepared after
+  // that would be missed by the cancel and wait for ever.
+  if ((op->state_.load(std::memory_order_acquire) & op_cancel_requested) ||
+      p->io_closed_.load(std::memory_order_relaxed)) {
     op->res_ = -ECANCELED;
     return false;
   }
@@ -111,7 +115,11 @@ bool submit_op(io_op* op, const op_args& args, std::chrono::nanoseconds timeout)
   // item to be submitted, and if the item blocks unannounced (a when_all
   // child after this one, say), only the watchdog can see to it.
   const bool first_of_batch = !r.has_unsubmitted();
-  io_uring_sqe* sqe = r.sqe_locked(op->has_timeout_ ? 2 : 1);
+  // Room for one more: should a cancel come in below, its request must
+  // join this one unsubmitted. Making room for it then would submit this
+  // one alone, and it could complete and its frame be reused before the
+  // cancel went out, to hit whatever op lived there next.
+  io_uring_sqe* sqe = r.sqe_locked(op->has_timeout_ ? 3 : 2);
   if (sqe == nullptr) {
     op->res_ = -EAGAIN;
     return false;
