@@ -593,10 +593,12 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   if (cpu_intensive) leave_running_locked(w, lk);
   // Should the coroutine yield, and nothing else want this pool, it may go
   // on at once: nothing queued, nothing of q held back by max_active, no
-  // flush of q under way, no timer armed. work_gen_ says when that ends.
+  // flush of q under way, and no timer armed unless a poller sleeps in the
+  // ring to fire it (what it queues then bumps work_gen_, and so does its
+  // waking up). work_gen_ says when that ends.
   const bool yields_may_run = wk == nullptr && !w->rescuer_ && worklist_.empty() &&
                               q->nr_inactive_ == 0 && q->flush_color_ < 0 &&
-                              timers_.empty();
+                              (timers_.empty() || poller_ != nullptr);
   const std::uint32_t gen = work_gen_.load(std::memory_order_relaxed);
   lk.unlock();
 
@@ -604,7 +606,7 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   w->seq_.store(w->seq_.load(std::memory_order_relaxed) + 1,
                 std::memory_order_relaxed);
   n->run_(n);  // may free n
-  const int yields_ran = yields_may_run ? run_yields(w, gen) : 0;
+  const int yields_ran = yields_may_run && w->deferred_.single() ? run_yields(w, gen) : 0;
   tls_pwq = nullptr;
 
   lk.lock();
@@ -941,6 +943,9 @@ void pool::poll_as_idle(worker* w, std::unique_lock<spinlock>& lk) {
   lk.lock();
   w->polling_.store(false, std::memory_order_relaxed);
   poller_ = nullptr;
+  // Nobody fires the timers now: a worker running yields back to back
+  // must go round the worklist, where it fires them itself.
+  bump_work_gen();
   poll_locked(lk, /*poller=*/true);
   // Work found while polling: run it ourselves rather than wake another.
   if (w->idle_ && !w->exit_ && need_more_worker()) {

@@ -206,7 +206,8 @@ struct pool {
   // complete at once with operation_canceled (A, relaxed).
   std::atomic<bool> io_closed_{false};
   // Bumped whenever something may come to want this pool's CPU: an item
-  // queued or activated, a timer armed, a flush begun. Written under L
+  // queued or activated, a timer armed, a flush begun, the poller leaving
+  // the ring (then nobody else fires the timers). Written under L
   // (relaxed load and store: no locked instruction); read without L by a
   // worker running the continuations of yields straight away
   // (run_yields()), which stops when it changes. A stale read lets at most
