@@ -2,6 +2,7 @@
 #include <cowq/cowq.hpp>
 
 #include "pool/pool.hpp"
+#include "runtime/runtime_impl.hpp"
 #include "test_util.hpp"
 
 #include <gtest/gtest.h>
@@ -394,6 +395,79 @@ TEST(yield, a_flush_returns_while_a_coroutine_of_the_workqueue_keeps_yielding) {
   sp.stop = true;
   t.join();
   ASSERT_TRUE(cowq::test::wait_until([&] { return sp.done.load(); }));
+}
+
+// A blocking scope left open across a yield ends with the item (as at any
+// suspension); a scope opened after it counts as a region of its own.
+TEST(yield, a_blocking_scope_open_across_it_does_not_swallow_the_next_one) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  auto& wq = rt.alloc_workqueue("scoped");
+  const auto before = rt.stats().pools[0].blocking_regions;
+  cowq::sync_wait(wq, []() -> cowq::task<void> {
+    {
+      cowq::blocking_scope open_across;
+      co_await cowq::yield();
+    }
+    cowq::blocking_scope next;
+    co_return;
+  }());
+  EXPECT_EQ(rt.stats().pools[0].blocking_regions - before, 2u);
+}
+
+// A worker that ends a blocking scope counts again, one too many for the
+// CPU: a worker running yields next to it gives way at its next yield (it
+// goes idle, its continuation queued) rather than after a run of them.
+namespace yielding {
+
+int nr_running(cowq::detail::pool* p) {
+  std::lock_guard g(p->lock_);
+  return p->nr_running_;
+}
+
+// Blocks in a marked region until *release, then counts how many more
+// times sp yields until sp's worker has gone idle.
+cowq::task<void> back_from_block(cowq::detail::pool* p, std::atomic<std::uint32_t>* release,
+                                 std::atomic<bool>* blocked, std::atomic<long>* extra,
+                                 spinner* sp) {
+  {
+    cowq::blocking_scope s;
+    *blocked = true;
+    release->wait(0);
+  }
+  const long at_rejoin = sp->yields.load();
+  const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
+  while (nr_running(p) > 1 && std::chrono::steady_clock::now() < end) {
+  }
+  *extra = sp->yields.load() - at_rejoin;
+  co_return;
+}
+
+}  // namespace yielding
+
+TEST(yield, a_yielding_worker_gives_way_at_once_to_a_worker_back_from_a_blocking_scope) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  cowq::detail::pool* p = rt.impl().bound_[0][0];
+  long worst = 0;
+  for (int round = 0; round < 8; ++round) {
+    yielding::spinner sp;
+    rt.system_wq().spawn(sp.run());
+    ASSERT_TRUE(cowq::test::wait_until([&] { return sp.started(); }));
+    std::atomic<std::uint32_t> release{0};
+    std::atomic<bool> blocked{false};
+    std::atomic<long> extra{-1};
+    rt.system_wq().spawn(yielding::back_from_block(p, &release, &blocked, &extra, &sp));
+    // The spinner goes on on another worker while the item blocks.
+    ASSERT_TRUE(cowq::test::wait_until([&] { return blocked.load(); }));
+    const long at_block = sp.yields.load();
+    ASSERT_TRUE(cowq::test::wait_until([&] { return sp.yields.load() > at_block + 1000; }));
+    release = 1;
+    release.notify_one();
+    ASSERT_TRUE(cowq::test::wait_until([&] { return extra.load() >= 0; }));
+    worst = std::max(worst, extra.load());
+    sp.stop = true;
+    ASSERT_TRUE(cowq::test::wait_until([&] { return sp.done.load(); }));
+  }
+  EXPECT_LE(worst, 16) << "yields the spinner made beside the worker back from its block";
 }
 
 TEST(schedule_on, hops_between_workqueues_and_pools) {

@@ -597,6 +597,7 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   // ring to fire it (what it queues then bumps work_gen_, and so does its
   // waking up). work_gen_ says when that ends.
   const bool yields_may_run = wk == nullptr && !w->rescuer_ && worklist_.empty() &&
+                              nr_running_ <= concurrency_ &&
                               q->nr_inactive_ == 0 && q->flush_color_ < 0 &&
                               (timers_.empty() || poller_ != nullptr);
   const std::uint32_t gen = work_gen_.load(std::memory_order_relaxed);
@@ -640,6 +641,9 @@ int pool::run_yields(worker* w, std::uint32_t gen) noexcept {
   int ran = 0;
   while (ran < kYieldRunLimit && w->deferred_.single()) {
     if (work_gen_.load(std::memory_order_relaxed) != gen) break;
+    // A blocking scope left open across the yield: the worker is out of
+    // nr_running until rejoin_after_item() counts it again.
+    if (w->blocking_depth_ != 0) break;
     // Prepared requests go to the kernel, and completions are reaped, on
     // the way round the loop.
     if (ring_->has_unsubmitted()) break;
@@ -667,6 +671,9 @@ void pool::worker_sleeping(worker* w) {
 void pool::leave_running_locked(worker* w, std::unique_lock<spinlock>& lk) {
   w->counted_ = false;
   --nr_running_;
+  // A worker found blocked or hogging, running yields back to back, must
+  // go round the worklist to count again.
+  bump_work_gen();
   // Pending work gets a worker, and completions someone to reap them.
   kick(lk);
   if (worker* p = kick_poller_locked()) {
@@ -700,6 +707,9 @@ void pool::rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk) {
   if (!w->counted_) {
     w->counted_ = true;
     ++nr_running_;
+    // Perhaps one too many now: workers running yields back to back give
+    // way (keep_working() sends the extra one idle).
+    bump_work_gen();
   }
   if (w->hog_) [[unlikely]] {
     w->hog_ = false;
@@ -725,6 +735,7 @@ void pool::worker_running(worker* w) {
   if (w->counted_ || w->idle_) return;
   w->counted_ = true;
   ++nr_running_;
+  bump_work_gen();  // as in rejoin_after_item()
 }
 
 void pool::idle_cull() {

@@ -207,7 +207,8 @@ struct pool {
   std::atomic<bool> io_closed_{false};
   // Bumped whenever something may come to want this pool's CPU: an item
   // queued or activated, a timer armed, a flush begun, the poller leaving
-  // the ring (then nobody else fires the timers). Written under L
+  // the ring (then nobody else fires the timers), a worker leaving or
+  // rejoining nr_running. Written under L
   // (relaxed load and store: no locked instruction); read without L by a
   // worker running the continuations of yields straight away
   // (run_yields()), which stops when it changes. A stale read lets at most
