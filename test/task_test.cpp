@@ -6,6 +6,7 @@
 #include "test_util.hpp"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -436,8 +437,10 @@ cowq::task<void> back_from_block(cowq::detail::pool* p, std::atomic<std::uint32_
   }
   const long at_rejoin = sp->yields.load();
   const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
-  while (nr_running(p) > 1 && std::chrono::steady_clock::now() < end) {
-  }
+  // Gives the CPU up while it looks: both workers are pinned to one CPU,
+  // and a busy loop here could keep the spinner's worker off it until the
+  // watchdog calls this item a hog, with no chance to go idle.
+  while (nr_running(p) > 1 && std::chrono::steady_clock::now() < end) ::sched_yield();
   *extra = sp->yields.load() - at_rejoin;
   co_return;
 }
