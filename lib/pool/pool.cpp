@@ -329,6 +329,8 @@ void pool::worker_main(worker* w) {
       w->spin_next_ = clock::now() - w->last_active_ <= spin_window;
 
     int unsubmitted_items = 0;
+    // Requests left for this worker's own sleep in the ring to submit.
+    bool held = false;
     // Busy and counted: whoever woke us did the accounting. Make sure a
     // spare is idle before starting, so a block finds one ready.
     if (nr_idle_ + nr_starting_ == 0 && !worklist_.empty()) manage_workers_once(lk);
@@ -354,12 +356,25 @@ void pool::worker_main(worker* w) {
       } else {
         break;
       }
+      // The poll found more work after all: the held requests now wait
+      // behind it, as in the batch below.
+      if (std::exchange(held, false) && ring_->has_unsubmitted()) watchdog_->work_waits();
       process_one(w, n, lk);
       // What the items prepared goes to the kernel once per loop turn:
       // when the worklist runs dry, and every kSubmitBatch items so a
       // long turn does not hold the first requests back.
       if (ring_->has_unsubmitted()) {
-        if (++unsubmitted_items >= kSubmitBatch || worklist_.empty()) {
+        if (++unsubmitted_items >= kSubmitBatch) {
+          unsubmitted_items = 0;
+          lk.unlock();
+          ring_->submit();
+          lk.lock();
+        } else if (worklist_.empty() && w->scheduled_.empty() && polls_when_idle(w)) {
+          // Unless the poll finds more, this worker goes to sleep in the
+          // ring next, and submits them with its sleep: one system call,
+          // not two.
+          held = true;
+        } else if (worklist_.empty()) {
           unsubmitted_items = 0;
           lk.unlock();
           ring_->submit();
@@ -372,8 +387,9 @@ void pool::worker_main(worker* w) {
       }
     }
 
-    // Go idle, leaving nothing prepared behind.
-    if (ring_->has_unsubmitted()) {
+    // Go idle, leaving nothing prepared behind, unless this worker sleeps
+    // in the ring next and submits it there.
+    if (!polls_when_idle(w) && ring_->has_unsubmitted()) {
       lk.unlock();
       ring_->submit();
       lk.lock();

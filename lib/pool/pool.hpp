@@ -273,6 +273,12 @@ struct pool {
   bool keep_working() const noexcept {
     return !worklist_.empty() && nr_running_ <= concurrency_;
   }
+  // Whether w, going idle now, would sleep in the ring (rather than spin
+  // or park): nobody else is the poller, and w is neither spinning next
+  // nor leaving.
+  bool polls_when_idle(const worker* w) const noexcept {
+    return poller_ == nullptr && !w->spin_next_ && !w->exit_;
+  }
   bool too_many_workers() const noexcept;
   worker* wake_one_idle() noexcept;  // L held; returns the worker to signal
   // L held: w joins idle_; arms the idle timer if that makes too many.

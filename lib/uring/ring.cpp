@@ -189,6 +189,7 @@ void ring::flush_overflow() { io_uring_get_events(&ring_); }
 void ring::wait(const __kernel_timespec* timeout) {
   const wait_hook hook = wait_hook_.load(std::memory_order_acquire);
   if (hook != nullptr) [[unlikely]] hook(wait_hook_arg_, false);
+  unsigned to_submit = 0;
   {
     std::lock_guard g(sq_lock_);
     if (!efd_armed_.load(std::memory_order_relaxed)) {
@@ -206,21 +207,45 @@ void ring::wait(const __kernel_timespec* timeout) {
         io_uring_sqe_set_data64(sqe, kUdIgnore);
       }
     }
-    if (has_unsubmitted()) submit_locked();
+    // What is prepared goes in with the sleep itself, one system call for
+    // both; published here, under the lock, entered below without it.
+    if (has_unsubmitted()) to_submit = flush_locked();
   }
   if (hook != nullptr) [[unlikely]] hook(wait_hook_arg_, true);
   // A bare io_uring_enter: liburing's wait helpers peek at the CQ head,
   // which the worker reaping under the pool lock may be advancing at the
   // same moment. The kernel returns at once if completions are waiting.
+  //
+  // Another thread may enter the published entries first (its count,
+  // tail - head, includes them): the kernel then submits fewer than asked
+  // and returns without sleeping, and the poller simply comes round again.
+  // An entry the kernel refused to take stays in the SQ and is counted by
+  // whoever enters next, as with io_uring_submit().
   if (timeout != nullptr && g_features.ext_arg) {
     io_uring_getevents_arg arg{};
     arg.ts = reinterpret_cast<std::uint64_t>(timeout);
-    io_uring_enter2(static_cast<unsigned>(ring_.ring_fd), 0, 1,
+    io_uring_enter2(static_cast<unsigned>(ring_.ring_fd), to_submit, 1,
                     IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                     reinterpret_cast<sigset_t*>(&arg), sizeof arg);
   } else {
-    io_uring_enter(static_cast<unsigned>(ring_.ring_fd), 0, 1, IORING_ENTER_GETEVENTS, nullptr);
+    io_uring_enter(static_cast<unsigned>(ring_.ring_fd), to_submit, 1, IORING_ENTER_GETEVENTS,
+                   nullptr);
   }
+}
+
+unsigned ring::flush_locked() noexcept {
+  unsubmitted_.store(false, std::memory_order_relaxed);
+  io_uring_sq& sq = ring_.sq;
+  const unsigned tail = sq.sqe_tail;
+  if (sq.sqe_head != tail) {
+    sq.sqe_head = tail;
+    // Release: the SQEs written before are visible to the kernel, which
+    // reads the tail with an acquire load.
+    io_uring_smp_store_release(sq.ktail, tail);
+  }
+  // Acquire pairs with the kernel's release store of the head as it
+  // consumes entries.
+  return tail - io_uring_smp_load_acquire(sq.khead);
 }
 
 void ring::wake() noexcept {

@@ -91,7 +91,8 @@ class ring {
   }
 
   // The poller: sleeps in the ring until a completion, a wake() or the
-  // timeout (null: none). Arms the wake-up read first.
+  // timeout (null: none). Arms the wake-up read first, and submits what
+  // is prepared in the same io_uring_enter.
   void wait(const __kernel_timespec* timeout);
   // Wakes the poller sleeping in wait().
   void wake() noexcept;
@@ -111,6 +112,10 @@ class ring {
   void* wait_hook_arg_ = nullptr;
 
  private:
+  // Publishes the prepared SQEs to the kernel (the SQ tail) without
+  // entering it; returns how many it has not consumed yet.
+  unsigned flush_locked() noexcept;
+
   io_uring ring_{};
   int event_fd_ = -1;
   std::uint64_t efd_value_ = 0;
