@@ -275,8 +275,9 @@ void poller_blocks_in_an_item(arrives what) {
   // Who sleeps in the ring now is no proof either way: a watchdog awake for
   // the request or the timer may already have found the block and handed
   // the ring to another worker.
-  if (!prepared)
+  if (!prepared) {
     EXPECT_EQ(ran_on.load(), poller) << "the blocked item was not run by the poller";
+  }
 
   cowq::delayed_work later([&] { done = true; });
   if (what == arrives::delayed_work)
