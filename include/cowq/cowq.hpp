@@ -8,6 +8,7 @@
 #include <cowq/runtime.hpp>
 #include <cowq/scheduling.hpp>
 #include <cowq/stats.hpp>
+#include <cowq/sync.hpp>
 #include <cowq/sync_wait.hpp>
 #include <cowq/task.hpp>
 #include <cowq/timer.hpp>

@@ -1,0 +1,287 @@
+// Semaphore, mutex, event and channel: waiting suspends the coroutine, and
+// whoever lets it go queues it back on a worker. Real threads throughout:
+// the runtime's per-CPU and unbound pools, and plain threads that release.
+#include <cowq/cowq.hpp>
+#include <cowq/sync.hpp>
+
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+using cowq::test::wait_until;
+
+namespace {
+
+// Alternates between the per-CPU and the unbound workqueue, so waiters and
+// wakers sit on different pools and threads.
+cowq::workqueue& some_wq(cowq::runtime& rt, int i) {
+  return i % 2 == 0 ? rt.system_wq() : rt.system_unbound_wq();
+}
+
+void store_max(std::atomic<int>& peak, int v) {
+  int p = peak.load();
+  while (v > p && !peak.compare_exchange_weak(p, v)) {
+  }
+}
+
+}  // namespace
+
+TEST(semaphore, bounds_how_many_hold_a_permit_and_lets_every_waiter_through) {
+  cowq::runtime rt;
+  cowq::semaphore sem(3);
+  cowq::event go;
+  std::atomic<int> inside{0}, peak{0}, done{0};
+  constexpr int kCoroutines = 20;
+  for (int i = 0; i < kCoroutines; ++i) {
+    some_wq(rt, i).spawn(cowq::test::run([&]() -> cowq::task<void> {
+      co_await sem.acquire();
+      store_max(peak, ++inside);
+      // Holds the permit until the test says so: the other 17 must wait.
+      co_await go.wait();
+      --inside;
+      sem.release();
+      ++done;
+    }));
+  }
+  ASSERT_TRUE(wait_until([&] { return inside.load() == 3; }));
+  EXPECT_EQ(sem.available(), 0u);
+  EXPECT_EQ(done.load(), 0);
+  go.set();  // from the test's own thread, not a worker
+  ASSERT_TRUE(wait_until([&] { return done.load() == kCoroutines; }));
+  EXPECT_EQ(peak.load(), 3);
+  EXPECT_EQ(sem.available(), 3u);
+}
+
+TEST(semaphore, release_of_several_permits_wakes_as_many_waiters) {
+  cowq::runtime rt;
+  cowq::semaphore sem(0);
+  std::atomic<int> through{0}, started{0};
+  for (int i = 0; i < 5; ++i) {
+    some_wq(rt, i).spawn(cowq::test::run([&]() -> cowq::task<void> {
+      ++started;
+      co_await sem.acquire();
+      ++through;
+    }));
+  }
+  ASSERT_TRUE(wait_until([&] { return started.load() == 5; }));
+  EXPECT_FALSE(sem.try_acquire());
+  sem.release(3);
+  ASSERT_TRUE(wait_until([&] { return through.load() == 3; }));
+  sem.release(4);
+  ASSERT_TRUE(wait_until([&] { return through.load() == 5; }));
+  // Two waiters took two of the four; the rest stay free.
+  EXPECT_EQ(sem.available(), 2u);
+}
+
+TEST(mutex, excludes_across_workers_and_across_suspensions_inside_it) {
+  cowq::runtime rt;
+  cowq::mutex m;
+  long counter = 0;  // guarded by m alone: TSan checks the hand-overs
+  std::atomic<int> done{0};
+  constexpr int kCoroutines = 8;
+  constexpr int kRounds = 300;
+  for (int i = 0; i < kCoroutines; ++i) {
+    some_wq(rt, i).spawn(cowq::test::run([&]() -> cowq::task<void> {
+      for (int r = 0; r < kRounds; ++r) {
+        if (r % 2 == 0) {
+          auto g = co_await m.scoped_lock();
+          const long v = counter;
+          co_await cowq::yield();  // others run meanwhile, and must wait
+          counter = v + 1;
+        } else {
+          co_await m.lock();
+          const long v = counter;
+          co_await cowq::yield();
+          counter = v + 1;
+          m.unlock();
+        }
+      }
+      ++done;
+    }));
+  }
+  ASSERT_TRUE(wait_until([&] { return done.load() == kCoroutines; }));
+  EXPECT_TRUE(m.try_lock());
+  EXPECT_EQ(counter, long{kCoroutines} * kRounds);
+  m.unlock();
+}
+
+TEST(mutex, a_guard_unlocks_early_and_when_moved_from) {
+  cowq::runtime rt;
+  cowq::mutex m;
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    {
+      auto g = co_await m.scoped_lock();
+      EXPECT_FALSE(m.try_lock());
+      cowq::mutex_guard moved = std::move(g);
+      EXPECT_FALSE(m.try_lock());
+      moved.unlock();
+      EXPECT_TRUE(m.try_lock());
+      m.unlock();
+    }  // neither guard unlocks again
+    EXPECT_TRUE(m.try_lock());
+    m.unlock();
+  }));
+}
+
+TEST(event, set_from_a_plain_thread_resumes_every_waiter_on_a_worker) {
+  cowq::runtime rt;
+  cowq::event ev;
+  std::atomic<int> waiting{0}, resumed{0}, on_workers{0};
+  constexpr int kWaiters = 10;
+  for (int i = 0; i < kWaiters; ++i) {
+    some_wq(rt, i).spawn(cowq::test::run([&]() -> cowq::task<void> {
+      ++waiting;
+      co_await ev.wait();
+      if (cowq::detail::on_worker_thread()) ++on_workers;
+      ++resumed;
+    }));
+  }
+  ASSERT_TRUE(wait_until([&] { return waiting.load() == kWaiters; }));
+  EXPECT_FALSE(ev.is_set());
+  EXPECT_EQ(resumed.load(), 0);
+  std::thread([&] { ev.set(); }).join();
+  ASSERT_TRUE(wait_until([&] { return resumed.load() == kWaiters; }));
+  EXPECT_EQ(on_workers.load(), kWaiters);
+
+  // Set, it lets waiters through at once; reset, it holds them again.
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> { co_await ev.wait(); }));
+  ev.reset();
+  std::atomic<bool> late_through{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    co_await ev.wait();
+    late_through = true;
+  }));
+  EXPECT_FALSE(late_through.load());
+  ev.set();
+  ASSERT_TRUE(wait_until([&] { return late_through.load(); }));
+}
+
+TEST(channel, carries_every_value_in_order_from_many_producers_to_many_consumers) {
+  cowq::runtime rt;
+  cowq::channel<std::uint64_t> ch(8);
+  constexpr int kProducers = 4;
+  constexpr std::uint64_t kEach = 5000;
+  constexpr int kConsumers = 3;
+  std::atomic<int> producers_left{kProducers}, consumers_done{0};
+  std::atomic<std::uint64_t> received{0}, sum{0};
+  std::atomic<int> out_of_order{0}, refused{0};
+
+  for (int c = 0; c < kConsumers; ++c) {
+    some_wq(rt, c).spawn(cowq::test::run([&]() -> cowq::task<void> {
+      std::vector<std::uint64_t> last(kProducers, 0);
+      while (auto v = co_await ch.recv()) {
+        const auto p = static_cast<std::size_t>(*v >> 32);
+        const std::uint64_t i = *v & 0xffffffffu;
+        // One producer's values reach each consumer in the order sent.
+        if (i <= last[p]) ++out_of_order;
+        last[p] = i;
+        ++received;
+        sum += i;
+      }
+      ++consumers_done;
+    }));
+  }
+  for (int p = 0; p < kProducers; ++p) {
+    some_wq(rt, p + 1).spawn(cowq::test::run([&, p]() -> cowq::task<void> {
+      for (std::uint64_t i = 1; i <= kEach; ++i)
+        if (!co_await ch.send((std::uint64_t(p) << 32) | i)) ++refused;
+      if (--producers_left == 0) ch.close();
+    }));
+  }
+  ASSERT_TRUE(wait_until([&] { return consumers_done.load() == kConsumers; }));
+  EXPECT_EQ(received.load(), kProducers * kEach);
+  EXPECT_EQ(sum.load(), kProducers * (kEach * (kEach + 1) / 2));
+  EXPECT_EQ(out_of_order.load(), 0);
+  EXPECT_EQ(refused.load(), 0);
+  EXPECT_EQ(ch.size(), 0u);
+}
+
+TEST(channel, close_wakes_waiting_receivers_and_senders_and_keeps_what_is_buffered) {
+  cowq::runtime rt;
+  cowq::channel<int> empty(4);
+  std::atomic<bool> receiving{false}, receiver_done{false}, got_nothing{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    receiving = true;
+    auto v = co_await empty.recv();
+    got_nothing = !v.has_value();
+    receiver_done = true;
+  }));
+  ASSERT_TRUE(wait_until([&] { return receiving.load(); }));
+  empty.close();
+  ASSERT_TRUE(wait_until([&] { return receiver_done.load(); }));
+  EXPECT_TRUE(got_nothing.load());
+
+  cowq::channel<int> full(1);
+  std::atomic<bool> sending{false}, sender_done{false}, second_sent{true};
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    EXPECT_TRUE(co_await full.send(1));
+    EXPECT_EQ(full.size(), 1u);
+  }));
+  rt.system_unbound_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    sending = true;
+    second_sent = co_await full.send(2);  // waits: the buffer is full
+    sender_done = true;
+  }));
+  ASSERT_TRUE(wait_until([&] { return sending.load(); }));
+  full.close();
+  ASSERT_TRUE(wait_until([&] { return sender_done.load(); }));
+  EXPECT_FALSE(second_sent.load());
+  EXPECT_TRUE(full.closed());
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    EXPECT_FALSE(co_await full.send(3));
+    auto a = co_await full.recv();
+    EXPECT_EQ(a, std::optional<int>(1));  // buffered before the close
+    auto b = co_await full.recv();
+    EXPECT_FALSE(b.has_value());
+  }));
+}
+
+TEST(channel, moves_move_only_values_through_full_and_empty_buffers) {
+  cowq::runtime rt;
+  cowq::channel<std::unique_ptr<int>> ch(2);
+  constexpr int kValues = 200;
+  std::atomic<int> wrong{0}, got{0};
+  rt.system_unbound_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    for (int i = 0; i < kValues; ++i) co_await ch.send(std::make_unique<int>(i));
+    ch.close();
+  }));
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    int expect = 0;
+    while (auto v = co_await ch.recv()) {
+      if (*v == nullptr || **v != expect) ++wrong;
+      ++expect;
+      ++got;
+    }
+  }));
+  EXPECT_EQ(got.load(), kValues);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(channel, refuses_a_capacity_of_zero) {
+  EXPECT_THROW(cowq::channel<int>(0), std::invalid_argument);
+}
+
+TEST(sync, waiting_off_a_worker_throws_and_leaves_nothing_queued) {
+  cowq::semaphore sem(0);
+  bool threw = false;
+  auto t = [&]() -> cowq::task<void> {
+    try {
+      co_await sem.acquire();
+    } catch (const std::logic_error&) {
+      threw = true;
+    }
+  };
+  auto outer = cowq::test::run(t);
+  outer.handle().resume();  // on the test's thread, which is no worker
+  EXPECT_TRUE(outer.done());
+  EXPECT_TRUE(threw);
+  sem.release();
+  EXPECT_EQ(sem.available(), 1u);  // no waiter took it
+}
