@@ -118,4 +118,41 @@ TEST(hot_path, queueing_work_items_allocates_nothing) {
   EXPECT_EQ(runs.load(), 1001);
 }
 
+// A round trip through two channels and a semaphore, each side waiting
+// on the other in turn: waiters live in the coroutine frames.
+TEST(hot_path, waiting_on_channels_and_semaphores_allocates_nothing) {
+  cowq::runtime rt({.cpus = {0}});
+  cowq::channel<int> to(1), back(1);
+  cowq::semaphore go(0);
+  auto echo = [&]() -> cowq::task<void> {
+    for (;;) {
+      co_await go.acquire();
+      auto v = co_await to.recv();
+      if (!v) co_return;
+      co_await back.send(*v + 1);
+    }
+  };
+  rt.system_unbound_wq().spawn(cowq::test::run(echo));
+  auto t = [&]() -> cowq::task<long> {
+    long wrong = 0;
+    auto round = [&](int i) -> cowq::task<void> {
+      co_await to.send(i);
+      go.release();
+      auto v = co_await back.recv();
+      if (!v || *v != i + 1) ++wrong;
+    };
+    for (int i = 0; i < 100; ++i) co_await round(i);  // frames cached, workers up
+    long n;
+    {
+      counting_scope scope;
+      for (int i = 0; i < 2000; ++i) co_await round(i);
+      n = scope.count();
+    }
+    to.close();
+    go.release();
+    co_return wrong == 0 ? n : -1;
+  };
+  EXPECT_EQ(cowq::sync_wait(rt, t()), 0);
+}
+
 }  // namespace
