@@ -9,6 +9,10 @@
 //
 // Await them from coroutines running on cowq workers (std::logic_error
 // otherwise). Releasing, setting, sending and closing work from any thread.
+// Every wait takes an optional std::stop_token: a stop requested while the
+// coroutine waits takes it off the queue and resumes it with the "stopped"
+// result (false, an empty guard or std::nullopt), having taken nothing; a
+// stop racing a release resumes it exactly once, one way or the other.
 // A primitive must outlive the coroutines waiting on it.
 #pragma once
 
@@ -19,6 +23,7 @@
 #include <cstddef>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -35,17 +40,30 @@ bool bind_to_current(work_node* n) noexcept;
 // resume; that is logged once.
 void wake_waiter(work_node* n) noexcept;
 
-// A suspended coroutine queued on a primitive.
+class waiter_list;
+
+// A suspended coroutine queued on a primitive. Every field belongs to the
+// primitive's lock while the waiter is queued; the coroutine reads them
+// once it has been resumed (the pool lock its resumption went through
+// orders that).
 struct sync_waiter : resume_node {
-  sync_waiter* next_waiter_ = nullptr;  // the primitive's lock
+  sync_waiter* next_waiter_ = nullptr;
+  sync_waiter* prev_waiter_ = nullptr;
+  waiter_list* list_ = nullptr;  // the list it is on; null once taken off
+  bool stopped_ = false;         // taken off by a stop request
 };
 
 // First in, first out; guarded by the owning primitive's lock.
 class waiter_list {
  public:
+  waiter_list() noexcept = default;
+  waiter_list(const waiter_list&) = delete;
+  waiter_list& operator=(const waiter_list&) = delete;
   bool empty() const noexcept { return head_ == nullptr; }
   void push(sync_waiter* w) noexcept {
     w->next_waiter_ = nullptr;
+    w->prev_waiter_ = tail_;
+    w->list_ = this;
     if (tail_ != nullptr)
       tail_->next_waiter_ = w;
     else
@@ -54,22 +72,71 @@ class waiter_list {
   }
   sync_waiter* pop() noexcept {
     sync_waiter* w = head_;
-    if (w != nullptr) {
-      head_ = w->next_waiter_;
-      if (head_ == nullptr) tail_ = nullptr;
-    }
+    if (w != nullptr) remove(w);
     return w;
   }
-  // Wakes every waiter of the list, outside any lock. The next pointer is
-  // read before each wake: a woken coroutine may run, and free its waiter,
-  // at once.
-  void wake_all() noexcept {
-    while (sync_waiter* w = pop()) wake_waiter(w);
+  void remove(sync_waiter* w) noexcept {
+    (w->prev_waiter_ != nullptr ? w->prev_waiter_->next_waiter_ : head_) = w->next_waiter_;
+    (w->next_waiter_ != nullptr ? w->next_waiter_->prev_waiter_ : tail_) = w->prev_waiter_;
+    w->next_waiter_ = w->prev_waiter_ = nullptr;
+    w->list_ = nullptr;
+  }
+  // Takes every waiter off, under the lock, as a chain for wake_chain():
+  // a stop request that comes now finds them taken already.
+  sync_waiter* take_all() noexcept {
+    sync_waiter* chain = head_;
+    for (sync_waiter* w = head_; w != nullptr; w = w->next_waiter_) w->list_ = nullptr;
+    head_ = tail_ = nullptr;
+    return chain;
   }
 
  private:
   sync_waiter* head_ = nullptr;
   sync_waiter* tail_ = nullptr;
+};
+
+// Wakes a chain of waiters taken off their list, outside the lock. The next
+// pointer is read before each wake: a woken coroutine may run, and free
+// its waiter, at once.
+inline void wake_chain(sync_waiter* w) noexcept {
+  while (w != nullptr) {
+    sync_waiter* next = w->next_waiter_;
+    wake_waiter(w);
+    w = next;
+  }
+}
+
+// Takes a waiter off its queue when a stop is requested, under the
+// primitive's lock m: if a release took it off first, there is nothing to
+// do, so the coroutine is resumed exactly once.
+struct waiter_canceller {
+  std::mutex* m;
+  sync_waiter* w;
+  void operator()() const noexcept {
+    {
+      std::lock_guard g(*m);
+      if (w->list_ == nullptr) return;
+      w->list_->remove(w);
+      w->stopped_ = true;
+    }
+    wake_waiter(w);
+  }
+};
+
+// The part of every awaiter that a stop token reaches. The callback is
+// registered before the waiter is queued (registering after would touch a
+// frame that may already run elsewhere) and unregistered on resuming,
+// which waits for a callback running on another thread to finish.
+struct stop_hook {
+  std::stop_token stop_;
+  std::optional<std::stop_callback<waiter_canceller>> cb_{};
+
+  void arm(std::mutex* m, sync_waiter* w) {
+    if (stop_.stop_possible()) cb_.emplace(stop_, waiter_canceller{m, w});
+  }
+  // Under m, before queueing: a stop requested already means no wait.
+  bool stop_requested() const noexcept { return stop_.stop_requested(); }
+  void disarm() noexcept { cb_.reset(); }
 };
 
 // Binds w to the running item before it is published anywhere: a throw
@@ -85,8 +152,11 @@ class semaphore {
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
 
-  // co_await sem.acquire(): takes a permit, waiting for one if none is free.
-  [[nodiscard]] auto acquire() noexcept { return acquire_awaiter{this, {}}; }
+  // co_await sem.acquire(): takes a permit, waiting for one if none is
+  // free. True when it took one; false when stop was requested first.
+  auto acquire(std::stop_token stop = {}) noexcept {
+    return acquire_awaiter{this, {}, {std::move(stop)}};
+  }
   bool try_acquire() noexcept;
   // Gives n permits back; each goes straight to the longest waiter, if any.
   void release(std::size_t n = 1) noexcept;
@@ -97,11 +167,17 @@ class semaphore {
   struct acquire_awaiter {
     semaphore* sem_;
     detail::sync_waiter waiter_;
+    detail::stop_hook hook_;
     bool await_ready() noexcept { return sem_->try_acquire(); }
-    bool await_suspend(std::coroutine_handle<> h) { return sem_->suspend_acquire(&waiter_, h); }
-    void await_resume() const noexcept {}
+    bool await_suspend(std::coroutine_handle<> h) {
+      return sem_->suspend_acquire(&waiter_, &hook_, h);
+    }
+    bool await_resume() noexcept {
+      hook_.disarm();
+      return !waiter_.stopped_;
+    }
   };
-  bool suspend_acquire(detail::sync_waiter* w, std::coroutine_handle<> h);
+  bool suspend_acquire(detail::sync_waiter* w, detail::stop_hook* hook, std::coroutine_handle<> h);
 
   mutable std::mutex m_;
   std::size_t count_;            // m_
@@ -119,6 +195,9 @@ class [[nodiscard]] mutex_guard {
   ~mutex_guard();
   // Unlocks now rather than at the end of the scope.
   void unlock() noexcept;
+  // False for the guard of a scoped_lock() that was stopped.
+  bool owns_lock() const noexcept { return m_ != nullptr; }
+  explicit operator bool() const noexcept { return owns_lock(); }
 
  private:
   mutex* m_;
@@ -131,18 +210,21 @@ class mutex {
  public:
   mutex() noexcept = default;
 
-  // co_await m.lock(); ... m.unlock();
-  [[nodiscard]] auto lock() noexcept { return sem_.acquire(); }
+  // co_await m.lock(); ... m.unlock(); false (not locked) when stopped.
+  auto lock(std::stop_token stop = {}) noexcept { return sem_.acquire(std::move(stop)); }
   // auto g = co_await m.scoped_lock(); unlocks when g goes out of scope.
-  [[nodiscard]] auto scoped_lock() noexcept {
+  // Stopped, the guard owns nothing.
+  [[nodiscard]] auto scoped_lock(std::stop_token stop = {}) noexcept {
     struct awaiter {
       decltype(std::declval<semaphore&>().acquire()) inner_;
       mutex* m_;
       bool await_ready() noexcept { return inner_.await_ready(); }
       bool await_suspend(std::coroutine_handle<> h) { return inner_.await_suspend(h); }
-      mutex_guard await_resume() const noexcept { return mutex_guard(m_); }
+      mutex_guard await_resume() noexcept {
+        return mutex_guard(inner_.await_resume() ? m_ : nullptr);
+      }
     };
-    return awaiter{sem_.acquire(), this};
+    return awaiter{sem_.acquire(std::move(stop)), this};
   }
   bool try_lock() noexcept { return sem_.try_acquire(); }
   void unlock() noexcept { sem_.release(); }
@@ -171,7 +253,8 @@ class event {
   event(const event&) = delete;
   event& operator=(const event&) = delete;
 
-  [[nodiscard]] auto wait() noexcept { return wait_awaiter{this, {}}; }
+  // True once set; false when stop was requested first.
+  auto wait(std::stop_token stop = {}) noexcept { return wait_awaiter{this, {}, {std::move(stop)}}; }
   void set() noexcept;
   void reset() noexcept;
   bool is_set() const noexcept;
@@ -180,11 +263,15 @@ class event {
   struct wait_awaiter {
     event* ev_;
     detail::sync_waiter waiter_;
+    detail::stop_hook hook_;
     bool await_ready() const noexcept { return ev_->is_set(); }
-    bool await_suspend(std::coroutine_handle<> h) { return ev_->suspend_wait(&waiter_, h); }
-    void await_resume() const noexcept {}
+    bool await_suspend(std::coroutine_handle<> h) { return ev_->suspend_wait(&waiter_, &hook_, h); }
+    bool await_resume() noexcept {
+      hook_.disarm();
+      return !waiter_.stopped_;
+    }
   };
-  bool suspend_wait(detail::sync_waiter* w, std::coroutine_handle<> h);
+  bool suspend_wait(detail::sync_waiter* w, detail::stop_hook* hook, std::coroutine_handle<> h);
 
   mutable std::mutex m_;
   bool set_;                     // m_
@@ -194,8 +281,8 @@ class event {
 // A bounded multi-producer, multi-consumer channel of T.
 //
 //   cowq::channel<int> ch(64);
-//   bool ok = co_await ch.send(42);        // false once closed
-//   std::optional<int> v = co_await ch.recv();  // nullopt once closed and empty
+//   bool ok = co_await ch.send(42);        // false once closed (or stopped)
+//   std::optional<int> v = co_await ch.recv();  // nullopt once closed and empty (or stopped)
 //
 // send() waits while the channel holds `capacity` values; recv() waits
 // while it is empty. A value handed to a waiting receiver skips the
@@ -213,22 +300,26 @@ class channel {
   channel(const channel&) = delete;
   channel& operator=(const channel&) = delete;
 
-  [[nodiscard]] auto send(T value) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    return send_awaiter{this, send_waiter(std::move(value))};
+  // A send that is refused or stopped drops its value.
+  auto send(T value, std::stop_token stop = {}) noexcept {
+    return send_awaiter{this, send_waiter(std::move(value)), {std::move(stop)}};
   }
-  [[nodiscard]] auto recv() noexcept { return recv_awaiter{this, {}}; }
+  [[nodiscard]] auto recv(std::stop_token stop = {}) noexcept {
+    return recv_awaiter{this, {}, {std::move(stop)}};
+  }
   // Refuses further sends and wakes every waiter. Idempotent.
   void close() noexcept {
-    detail::waiter_list senders, receivers;
+    detail::sync_waiter* senders;
+    detail::sync_waiter* receivers;
     {
       std::lock_guard g(m_);
       if (closed_) return;
       closed_ = true;
-      std::swap(senders, senders_);
-      std::swap(receivers, receivers_);
+      senders = senders_.take_all();
+      receivers = receivers_.take_all();
     }
-    senders.wake_all();
-    receivers.wake_all();
+    detail::wake_chain(senders);
+    detail::wake_chain(receivers);
   }
   bool closed() const noexcept {
     std::lock_guard g(m_);
@@ -254,22 +345,31 @@ class channel {
   struct send_awaiter {
     channel* ch_;
     send_waiter waiter_;
+    detail::stop_hook hook_;
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) { return ch_->suspend_send(&waiter_, h); }
-    bool await_resume() const noexcept { return waiter_.sent_; }
+    bool await_suspend(std::coroutine_handle<> h) { return ch_->suspend_send(&waiter_, &hook_, h); }
+    bool await_resume() noexcept {
+      hook_.disarm();
+      return waiter_.sent_;
+    }
   };
   struct recv_awaiter {
     channel* ch_;
     recv_waiter waiter_;
+    detail::stop_hook hook_;
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) { return ch_->suspend_recv(&waiter_, h); }
-    std::optional<T> await_resume() noexcept { return std::move(waiter_.value_); }
+    bool await_suspend(std::coroutine_handle<> h) { return ch_->suspend_recv(&waiter_, &hook_, h); }
+    std::optional<T> await_resume() noexcept {
+      hook_.disarm();
+      return std::move(waiter_.value_);
+    }
   };
 
   // Returns true when w must wait. Whoever a value goes to is woken after
   // the lock is dropped.
-  bool suspend_send(send_waiter* w, std::coroutine_handle<> h) {
+  bool suspend_send(send_waiter* w, detail::stop_hook* hook, std::coroutine_handle<> h) {
     detail::bind_waiter(w, h, "cowq::channel::send");
+    hook->arm(&m_, w);
     recv_waiter* to_wake = nullptr;
     {
       std::lock_guard g(m_);
@@ -281,6 +381,8 @@ class channel {
       } else if (count_ < buf_.size()) {
         buf_[(head_ + count_) % buf_.size()].emplace(std::move(w->value_));
         ++count_;
+      } else if (hook->stop_requested()) {
+        return false;
       } else {
         senders_.push(w);
         return true;
@@ -291,14 +393,15 @@ class channel {
     return false;
   }
 
-  bool suspend_recv(recv_waiter* w, std::coroutine_handle<> h) {
+  bool suspend_recv(recv_waiter* w, detail::stop_hook* hook, std::coroutine_handle<> h) {
     detail::bind_waiter(w, h, "cowq::channel::recv");
+    hook->arm(&m_, w);
     send_waiter* to_wake = nullptr;
     {
       std::lock_guard g(m_);
       if (count_ == 0) {
         // Senders wait only on a full buffer, so none waits here.
-        if (closed_) return false;
+        if (closed_ || hook->stop_requested()) return false;
         receivers_.push(w);
         return true;
       }

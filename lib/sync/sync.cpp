@@ -38,12 +38,18 @@ bool semaphore::try_acquire() noexcept {
   return true;
 }
 
-bool semaphore::suspend_acquire(detail::sync_waiter* w, std::coroutine_handle<> h) {
+bool semaphore::suspend_acquire(detail::sync_waiter* w, detail::stop_hook* hook,
+                                std::coroutine_handle<> h) {
   detail::bind_waiter(w, h, "cowq::semaphore::acquire");
+  hook->arm(&m_, w);
   std::lock_guard g(m_);
   // A permit may have come back since await_ready looked.
   if (count_ > 0) {
     --count_;
+    return false;
+  }
+  if (hook->stop_requested()) {
+    w->stopped_ = true;
     return false;
   }
   waiters_.push(w);
@@ -51,17 +57,21 @@ bool semaphore::suspend_acquire(detail::sync_waiter* w, std::coroutine_handle<> 
 }
 
 void semaphore::release(std::size_t n) noexcept {
-  detail::waiter_list to_wake;
+  // The first n waiters, in order, chained through next_waiter_ (pop() has
+  // taken each off, so a stop request no longer touches it).
+  detail::sync_waiter* head = nullptr;
+  detail::sync_waiter* tail = nullptr;
   {
     std::lock_guard g(m_);
     for (; n > 0; --n) {
       detail::sync_waiter* w = waiters_.pop();
       if (w == nullptr) break;
-      to_wake.push(w);
+      (tail != nullptr ? tail->next_waiter_ : head) = w;
+      tail = w;
     }
     count_ += n;
   }
-  to_wake.wake_all();
+  detail::wake_chain(head);
 }
 
 std::size_t semaphore::available() const noexcept {
@@ -69,22 +79,28 @@ std::size_t semaphore::available() const noexcept {
   return count_;
 }
 
-bool event::suspend_wait(detail::sync_waiter* w, std::coroutine_handle<> h) {
+bool event::suspend_wait(detail::sync_waiter* w, detail::stop_hook* hook,
+                         std::coroutine_handle<> h) {
   detail::bind_waiter(w, h, "cowq::event::wait");
+  hook->arm(&m_, w);
   std::lock_guard g(m_);
   if (set_) return false;
+  if (hook->stop_requested()) {
+    w->stopped_ = true;
+    return false;
+  }
   waiters_.push(w);
   return true;
 }
 
 void event::set() noexcept {
-  detail::waiter_list to_wake;
+  detail::sync_waiter* to_wake;
   {
     std::lock_guard g(m_);
     set_ = true;
-    std::swap(to_wake, waiters_);
+    to_wake = waiters_.take_all();
   }
-  to_wake.wake_all();
+  detail::wake_chain(to_wake);
 }
 
 void event::reset() noexcept {
