@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <execinfo.h>
 #include <new>
 #include <vector>
 
@@ -22,7 +23,17 @@ std::atomic<long> g_allocations{0};
 
 // Counts every allocation in the process while g_counting is set.
 void* operator new(std::size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
+  if (g_counting.load(std::memory_order_relaxed)) {
+    g_allocations.fetch_add(1);
+    // Says who allocated, so a failure points at its cause. Counting is
+    // off meanwhile (backtrace() may allocate the first time): the test
+    // fails anyway.
+    g_counting = false;
+    void* bt[32];
+    int k = backtrace(bt, 32);
+    backtrace_symbols_fd(bt, k, 2);
+    g_counting = true;
+  }
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }

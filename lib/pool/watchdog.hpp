@@ -37,7 +37,9 @@ struct runtime_impl;
 // an idle runtime holds none. Only the watchdog thread touches this.
 class task_stat_files {
  public:
-  task_stat_files() = default;
+  // Room for the usual few suspects up front: the watchdog looks while the
+  // workers run their items, and should allocate nothing beside them.
+  task_stat_files() { files_.reserve(kReserved); }
   ~task_stat_files() { close_all(); }
   task_stat_files(const task_stat_files&) = delete;
   task_stat_files& operator=(const task_stat_files&) = delete;
@@ -50,6 +52,7 @@ class task_stat_files {
   std::size_t open_files() const noexcept { return files_.size(); }
 
  private:
+  static constexpr std::size_t kReserved = 16;
   struct entry {
     pid_t tid;
     int fd;
