@@ -17,6 +17,9 @@
 // negligible against the batch. Counters give the per-item figure:
 // "ns/spawn", "ns/yield", "ns/roundtrip", "ns/hop", "ms/skynet".
 //
+// channel_ping_pong compares cowq::channel with Asio's concurrent_channel
+// (its plain channel is not safe across the io_context's two threads).
+//
 // The waits are all non-blocking joins: a parent coroutine suspends on a
 // counter of its children plus one for itself, and the child that brings it
 // to zero resumes the parent (cowq: inline, as when_all does; Asio: by
@@ -30,6 +33,7 @@
 #include <cowq/cowq.hpp>
 
 #include <asio.hpp>
+#include <asio/experimental/concurrent_channel.hpp>
 
 #include <atomic>
 #include <cstdlib>
@@ -40,6 +44,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -286,6 +291,43 @@ void BM_chain_cowq(benchmark::State& st) {
   auto& wq = rt().system_wq();
   for (auto _ : st) cowq::sync_wait(wq, c_chain(wq, kChain));
   per_item(st, "ns/hop", kChain);
+}
+
+// --- channel ping-pong -------------------------------------------------------
+//
+// Two coroutines pass a number back and forth through two channels of
+// capacity 1: a round trip is two sends and two receives, and each receive
+// finds its channel empty and waits for the other side's send.
+
+cowq::task<void> c_chan_echo(cowq::channel<long>* in, cowq::channel<long>* out,
+                             cowq::semaphore* done) {
+  while (auto v = co_await in->recv()) co_await out->send(*v + 1);
+  done->release();
+}
+
+cowq::task<long> c_chan_ping(cowq::workqueue& wq, long n) {
+  cowq::channel<long> to(1), back(1);
+  cowq::semaphore done(0);
+  wq.spawn(c_chan_echo(&to, &back, &done));
+  long sum = 0;
+  for (long i = 0; i < n; ++i) {
+    co_await to.send(i);
+    sum += *co_await back.recv();
+  }
+  to.close();
+  co_await done.acquire();  // the echo is done with the channels
+  co_return sum;
+}
+
+void BM_channel_cowq(benchmark::State& st) {
+  for (auto _ : st) {
+    const long sum = cowq::sync_wait(rt(), c_chan_ping(rt().system_wq(), kRoundTrips));
+    if (sum != kRoundTrips * (kRoundTrips + 1) / 2) {
+      st.SkipWithError("channel ping-pong lost or changed a value");
+      return;
+    }
+  }
+  per_item(st, "ns/roundtrip", kRoundTrips);
 }
 
 // --- skynet ------------------------------------------------------------------
@@ -614,6 +656,53 @@ void BM_chain_asio(benchmark::State& st) {
   per_item(st, "ns/hop", kChain);
 }
 
+// --- channel ping-pong -------------------------------------------------------
+//
+// The same with Asio's thread-safe channel (its plain channel may not be
+// used from two threads, and the io_context runs two).
+
+using a_channel = asio::experimental::concurrent_channel<void(asio::error_code, long)>;
+
+awaitable<void> a_chan_echo(a_channel* in, a_channel* out, ajoin* done) {
+  for (;;) {
+    long v;
+    try {
+      v = co_await in->async_receive(use_awaitable);
+    } catch (const std::system_error&) {
+      break;  // closed
+    }
+    co_await out->async_send(asio::error_code{}, v + 1, use_awaitable);
+  }
+  done->arrive();
+}
+
+awaitable<long> a_chan_ping(long n) {
+  auto ex = co_await asio::this_coro::executor;
+  a_channel to(ex, 1), back(ex, 1);
+  ajoin done;
+  done.arm(1);
+  asio::co_spawn(ex, a_chan_echo(&to, &back, &done), asio::detached);
+  long sum = 0;
+  for (long i = 0; i < n; ++i) {
+    co_await to.async_send(asio::error_code{}, i, use_awaitable);
+    sum += co_await back.async_receive(use_awaitable);
+  }
+  to.close();
+  co_await done.wait();
+  co_return sum;
+}
+
+void BM_channel_asio(benchmark::State& st) {
+  for (auto _ : st) {
+    const long sum = asio_wait(a_chan_ping(kRoundTrips));
+    if (sum != kRoundTrips * (kRoundTrips + 1) / 2) {
+      st.SkipWithError("channel ping-pong lost or changed a value");
+      return;
+    }
+  }
+  per_item(st, "ns/roundtrip", kRoundTrips);
+}
+
 // --- skynet ------------------------------------------------------------------
 
 awaitable<void> a_sky(long num, long size, ajoin* up) {
@@ -684,6 +773,8 @@ int main(int argc, char** argv) {
   reg("chained_spawn/cowq", BM_chain_cowq);
   reg("chained_spawn/asio", BM_chain_asio<requeue::post>);
   reg("chained_spawn/asio_defer", BM_chain_asio<requeue::defer>);
+  reg("channel_ping_pong/cowq", BM_channel_cowq);
+  reg("channel_ping_pong/asio", BM_channel_asio);
   reg("skynet_1M/cowq_spawn", BM_skynet_spawn_cowq, true);
   reg("skynet_1M/cowq_spawn_unbound", BM_skynet_spawn_unbound_cowq, true);
   reg("skynet_1M/cowq_when_all", BM_skynet_when_all_cowq, true);
