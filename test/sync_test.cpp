@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -393,4 +394,154 @@ TEST(sync, a_stop_racing_a_release_resumes_the_waiter_exactly_once) {
     EXPECT_EQ(resumed.load(), 1);
   }
   std::printf("permit taken by the waiter in %d of %d races\n", taken, kRounds);
+}
+
+TEST(task_group, join_waits_for_every_child_and_the_children_run_in_parallel) {
+  cowq::runtime rt;
+  cowq::task_group g(rt.system_wq());
+  cowq::event go;
+  std::atomic<int> started{0}, finished{0};
+  std::atomic<bool> joined{false};
+  constexpr int kChildren = 40;
+  rt.system_unbound_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    for (int i = 0; i < kChildren; ++i)
+      g.spawn([](cowq::event& go, std::atomic<int>& started,
+                 std::atomic<int>& finished) -> cowq::task<int> {
+        ++started;
+        co_await go.wait();
+        ++finished;
+        co_return 1;
+      }(go, started, finished));
+    co_await g.join();
+    joined = true;
+  }));
+  // Every child has started while none could finish: they are items of
+  // their own, not run one after the other by the joiner.
+  ASSERT_TRUE(wait_until([&] { return started.load() == kChildren; }));
+  EXPECT_FALSE(joined.load());
+  EXPECT_EQ(g.size(), std::size_t{kChildren});
+  go.set();
+  ASSERT_TRUE(wait_until([&] { return joined.load(); }));
+  EXPECT_EQ(finished.load(), kChildren);
+  EXPECT_EQ(g.size(), 0u);
+}
+
+TEST(task_group, the_first_exception_stops_the_others_and_join_rethrows_it_once) {
+  cowq::runtime rt;
+  cowq::task_group g(rt.system_wq());
+  cowq::event never;  // set only to clean up if the stop did not work
+  std::atomic<int> stopped{0};
+  std::atomic<bool> joined{false}, caught{false}, second_join_clean{false};
+  constexpr int kWaiters = 10;
+  rt.system_unbound_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    for (int i = 0; i < kWaiters; ++i)
+      g.spawn([](cowq::event& never, std::stop_token t, std::atomic<int>& stopped) -> cowq::task<void> {
+        if (!co_await never.wait(t)) ++stopped;
+      }(never, g.stop_token(), stopped));
+    for (int i = 0; i < 2; ++i)
+      g.spawn([](int i) -> cowq::task<void> {
+        co_await cowq::yield();
+        throw std::runtime_error("boom " + std::to_string(i));
+      }(i));
+    try {
+      co_await g.join();
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()).rfind("boom ", 0) == 0;
+    }
+    try {
+      co_await g.join();  // nothing left to rethrow
+      second_join_clean = true;
+    } catch (...) {
+    }
+    joined = true;
+  }));
+  const bool in_time = wait_until([&] { return joined.load(); });
+  EXPECT_TRUE(in_time) << "the stop did not reach the waiting children";
+  if (!in_time) never.set();  // let everything end before the group goes
+  ASSERT_TRUE(wait_until([&] { return joined.load(); }));
+  EXPECT_TRUE(caught.load());
+  EXPECT_TRUE(second_join_clean.load());
+  EXPECT_EQ(stopped.load(), kWaiters);
+  EXPECT_TRUE(g.stop_token().stop_requested());
+}
+
+TEST(task_group, a_join_with_nothing_running_returns_at_once_and_the_group_is_reusable) {
+  cowq::runtime rt;
+  cowq::task_group g(rt.system_unbound_wq());
+  std::atomic<int> ran{0};
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    co_await g.join();
+    for (int round = 0; round < 3; ++round) {
+      for (int i = 0; i < 5; ++i)
+        g.spawn([](std::atomic<int>& ran) -> cowq::task<void> {
+          co_await cowq::yield();
+          ++ran;
+        }(ran));
+      co_await g.join();
+      EXPECT_EQ(ran.load(), 5 * (round + 1));
+    }
+  }));
+  EXPECT_EQ(g.size(), 0u);
+}
+
+// A coroutine destroyed while it waits takes its waiter off the queue: the
+// next release must not reach into its freed frame (ASan would say so).
+TEST(sync, a_coroutine_destroyed_while_it_waits_leaves_the_queue) {
+  cowq::runtime rt;
+  cowq::semaphore sem(0);
+  cowq::channel<int> ch(1);
+  std::stop_source stop;
+  cowq::sync_wait(rt, cowq::test::run([&]() -> cowq::task<void> {
+    auto wait_sem = [](cowq::semaphore& s, std::stop_token t) -> cowq::task<void> {
+      co_await s.acquire(t);
+    };
+    auto wait_ch = [](cowq::channel<int>& c) -> cowq::task<void> { co_await c.recv(); };
+    {
+      cowq::task<void> a = wait_sem(sem, stop.get_token());
+      cowq::task<void> b = wait_ch(ch);
+      a.handle().resume();  // runs here until it waits
+      b.handle().resume();
+      EXPECT_FALSE(a.done());
+      EXPECT_FALSE(b.done());
+    }  // both frames destroyed while they wait
+    stop.request_stop();  // no callback is left to run
+    sem.release();
+    EXPECT_EQ(sem.available(), 1u);
+    EXPECT_TRUE(co_await ch.send(5));  // buffered: no receiver waits any more
+    EXPECT_EQ(ch.size(), 1u);
+  }));
+}
+
+TEST(sync_death, unlocking_a_mutex_nobody_holds_terminates) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        cowq::mutex m;
+        m.unlock();
+      },
+      "not locked");
+}
+
+// Let go by set(), the waiter is queued but has not run; the event is then
+// destroyed, and a stop is requested. The stop must not touch the event.
+TEST(sync, a_stop_after_the_release_never_touches_the_primitive_again) {
+  cowq::runtime rt({.cpus = {cowq::test::first_allowed_cpu()}});
+  cowq::sync_wait(rt.system_wq(), cowq::test::run([&]() -> cowq::task<void> {
+    auto ev = std::make_unique<cowq::event>();
+    std::stop_source stop;
+    bool result = true;
+    auto wait_ev = [](cowq::event& e, std::stop_token t, bool& result) -> cowq::task<void> {
+      result = co_await e.wait(t);
+    };
+    cowq::task<void> a = wait_ev(*ev, stop.get_token(), result);
+    a.handle().resume();  // waits
+    EXPECT_FALSE(a.done());
+    // This worker keeps its CPU's pool busy: the waiter is queued behind
+    // it and cannot run before the next yield.
+    ev->set();
+    ev.reset();           // freed: ASan reports any touch
+    stop.request_stop();  // the waiter was released: nothing to do
+    while (!a.done()) co_await cowq::yield();
+    EXPECT_TRUE(result);  // resumed by the set, not the stop
+  }));
 }

@@ -11,6 +11,7 @@
 #include <cowq/sync.hpp>
 #include <cowq/sync_wait.hpp>
 #include <cowq/task.hpp>
+#include <cowq/task_group.hpp>
 #include <cowq/timer.hpp>
 #include <cowq/when_all.hpp>
 #include <cowq/work.hpp>

@@ -13,14 +13,19 @@
 // coroutine waits takes it off the queue and resumes it with the "stopped"
 // result (false, an empty guard or std::nullopt), having taken nothing; a
 // stop racing a release resumes it exactly once, one way or the other.
-// A primitive must outlive the coroutines waiting on it.
+// A primitive must outlive the coroutines waiting on it. A coroutine
+// destroyed while it waits leaves its queue; one destroyed after it was let
+// go but before it resumed leaves a resumption pointing at freed memory,
+// as it would with I/O in flight.
 #pragma once
 
 #include <cowq/task.hpp>
 #include <cowq/work_node.hpp>
 
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -47,10 +52,18 @@ class waiter_list;
 // once it has been resumed (the pool lock its resumption went through
 // orders that).
 struct sync_waiter : resume_node {
+  // Who resumes a queued waiter: a release (or close, set, hand-off) and a
+  // stop request race for it with one compare-exchange from kQueued, so
+  // exactly one of them does, and a stop request that loses never touches
+  // the primitive (which may be gone by then). kIdle while not queued: a
+  // stop request then leaves it alone, and the waiter sees the stop under
+  // the primitive's lock before it would queue.
+  enum : std::uint8_t { kIdle, kQueued, kReleased, kStopped };
+  std::atomic<std::uint8_t> claim_{kIdle};
   sync_waiter* next_waiter_ = nullptr;
   sync_waiter* prev_waiter_ = nullptr;
   waiter_list* list_ = nullptr;  // the list it is on; null once taken off
-  bool stopped_ = false;         // taken off by a stop request
+  bool stopped_ = false;         // resumed by a stop request
 };
 
 // First in, first out; guarded by the owning primitive's lock.
@@ -61,6 +74,7 @@ class waiter_list {
   waiter_list& operator=(const waiter_list&) = delete;
   bool empty() const noexcept { return head_ == nullptr; }
   void push(sync_waiter* w) noexcept {
+    w->claim_.store(sync_waiter::kQueued, std::memory_order_relaxed);
     w->next_waiter_ = nullptr;
     w->prev_waiter_ = tail_;
     w->list_ = this;
@@ -70,10 +84,18 @@ class waiter_list {
       head_ = w;
     tail_ = w;
   }
+  // The longest waiter, claimed for release; waiters a stop request has
+  // claimed are taken off and left to it.
   sync_waiter* pop() noexcept {
-    sync_waiter* w = head_;
-    if (w != nullptr) remove(w);
-    return w;
+    while (sync_waiter* w = head_) {
+      remove(w);
+      std::uint8_t expect = sync_waiter::kQueued;
+      // acq_rel pairs with the canceller's compare-exchange.
+      if (w->claim_.compare_exchange_strong(expect, sync_waiter::kReleased,
+                                            std::memory_order_acq_rel))
+        return w;
+    }
+    return nullptr;
   }
   void remove(sync_waiter* w) noexcept {
     (w->prev_waiter_ != nullptr ? w->prev_waiter_->next_waiter_ : head_) = w->next_waiter_;
@@ -84,9 +106,12 @@ class waiter_list {
   // Takes every waiter off, under the lock, as a chain for wake_chain():
   // a stop request that comes now finds them taken already.
   sync_waiter* take_all() noexcept {
-    sync_waiter* chain = head_;
-    for (sync_waiter* w = head_; w != nullptr; w = w->next_waiter_) w->list_ = nullptr;
-    head_ = tail_ = nullptr;
+    sync_waiter* chain = nullptr;
+    sync_waiter* last = nullptr;
+    while (sync_waiter* w = pop()) {
+      (last != nullptr ? last->next_waiter_ : chain) = w;
+      last = w;
+    }
     return chain;
   }
 
@@ -113,10 +138,16 @@ struct waiter_canceller {
   std::mutex* m;
   sync_waiter* w;
   void operator()() const noexcept {
+    std::uint8_t expect = sync_waiter::kQueued;
+    // acq_rel pairs with the compare-exchange in waiter_list::pop(). Lost:
+    // a release has it, and the primitive must not be touched again.
+    if (!w->claim_.compare_exchange_strong(expect, sync_waiter::kStopped,
+                                           std::memory_order_acq_rel))
+      return;
     {
       std::lock_guard g(*m);
-      if (w->list_ == nullptr) return;
-      w->list_->remove(w);
+      // A release may have taken it off (and skipped it) meanwhile.
+      if (w->list_ != nullptr) w->list_->remove(w);
       w->stopped_ = true;
     }
     wake_waiter(w);
@@ -138,6 +169,19 @@ struct stop_hook {
   bool stop_requested() const noexcept { return stop_.stop_requested(); }
   void disarm() noexcept { cb_.reset(); }
 };
+
+// For the awaiters' destructors: a coroutine destroyed while it waits
+// takes its waiter off the queue.
+inline void abandon_wait(std::mutex& m, sync_waiter& w, stop_hook& hook) noexcept {
+  hook.disarm();
+  std::lock_guard g(m);
+  if (w.list_ != nullptr) w.list_->remove(&w);
+}
+// Resumed: the waiter is nobody's but the coroutine's again.
+inline void end_wait(sync_waiter& w, stop_hook& hook) noexcept {
+  hook.disarm();
+  w.claim_.store(sync_waiter::kIdle, std::memory_order_relaxed);
+}
 
 // Binds w to the running item before it is published anywhere: a throw
 // here leaves nothing queued.
@@ -164,6 +208,11 @@ class semaphore {
   std::size_t available() const noexcept;
 
  private:
+  friend class mutex;
+  // release(1), unless that would make more than `limit` permits free.
+  bool release_up_to(std::size_t limit) noexcept;
+
+ private:
   struct acquire_awaiter {
     semaphore* sem_;
     detail::sync_waiter waiter_;
@@ -173,8 +222,12 @@ class semaphore {
       return sem_->suspend_acquire(&waiter_, &hook_, h);
     }
     bool await_resume() noexcept {
-      hook_.disarm();
+      detail::end_wait(waiter_, hook_);
       return !waiter_.stopped_;
+    }
+    ~acquire_awaiter() {
+      if (waiter_.claim_.load(std::memory_order_relaxed) != detail::sync_waiter::kIdle)
+        detail::abandon_wait(sem_->m_, waiter_, hook_);
     }
   };
   bool suspend_acquire(detail::sync_waiter* w, detail::stop_hook* hook, std::coroutine_handle<> h);
@@ -227,7 +280,9 @@ class mutex {
     return awaiter{sem_.acquire(std::move(stop)), this};
   }
   bool try_lock() noexcept { return sem_.try_acquire(); }
-  void unlock() noexcept { sem_.release(); }
+  // Unlocking a mutex nobody holds (say after a lock() that a stop
+  // refused) would let two in at once: it terminates instead.
+  void unlock() noexcept;
 
  private:
   semaphore sem_{1};
@@ -267,8 +322,12 @@ class event {
     bool await_ready() const noexcept { return ev_->is_set(); }
     bool await_suspend(std::coroutine_handle<> h) { return ev_->suspend_wait(&waiter_, &hook_, h); }
     bool await_resume() noexcept {
-      hook_.disarm();
+      detail::end_wait(waiter_, hook_);
       return !waiter_.stopped_;
+    }
+    ~wait_awaiter() {
+      if (waiter_.claim_.load(std::memory_order_relaxed) != detail::sync_waiter::kIdle)
+        detail::abandon_wait(ev_->m_, waiter_, hook_);
     }
   };
   bool suspend_wait(detail::sync_waiter* w, detail::stop_hook* hook, std::coroutine_handle<> h);
@@ -349,8 +408,12 @@ class channel {
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) { return ch_->suspend_send(&waiter_, &hook_, h); }
     bool await_resume() noexcept {
-      hook_.disarm();
+      detail::end_wait(waiter_, hook_);
       return waiter_.sent_;
+    }
+    ~send_awaiter() {
+      if (waiter_.claim_.load(std::memory_order_relaxed) != detail::sync_waiter::kIdle)
+        detail::abandon_wait(ch_->m_, waiter_, hook_);
     }
   };
   struct recv_awaiter {
@@ -360,8 +423,12 @@ class channel {
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) { return ch_->suspend_recv(&waiter_, &hook_, h); }
     std::optional<T> await_resume() noexcept {
-      hook_.disarm();
+      detail::end_wait(waiter_, hook_);
       return std::move(waiter_.value_);
+    }
+    ~recv_awaiter() {
+      if (waiter_.claim_.load(std::memory_order_relaxed) != detail::sync_waiter::kIdle)
+        detail::abandon_wait(ch_->m_, waiter_, hook_);
     }
   };
 

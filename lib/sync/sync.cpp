@@ -1,10 +1,13 @@
-// The non-template parts of <cowq/sync.hpp>.
+// The non-template parts of <cowq/sync.hpp> and <cowq/task_group.hpp>.
 #include <cowq/sync.hpp>
+#include <cowq/task_group.hpp>
 
 #include "../log/log.hpp"
 #include "../pool/pool.hpp"
 
 #include <atomic>
+#include <cstdio>
+#include <exception>
 #include <string>
 
 namespace cowq::detail {
@@ -74,6 +77,27 @@ void semaphore::release(std::size_t n) noexcept {
   detail::wake_chain(head);
 }
 
+bool semaphore::release_up_to(std::size_t limit) noexcept {
+  detail::sync_waiter* w;
+  {
+    std::lock_guard g(m_);
+    w = waiters_.pop();
+    if (w == nullptr) {
+      if (count_ >= limit) return false;
+      ++count_;
+    }
+  }
+  if (w != nullptr) detail::wake_waiter(w);
+  return true;
+}
+
+void mutex::unlock() noexcept {
+  if (!sem_.release_up_to(1)) {
+    std::fprintf(stderr, "cowq: mutex::unlock() of a mutex that is not locked\n");
+    std::terminate();
+  }
+}
+
 std::size_t semaphore::available() const noexcept {
   std::lock_guard g(m_);
   return count_;
@@ -111,6 +135,65 @@ void event::reset() noexcept {
 bool event::is_set() const noexcept {
   std::lock_guard g(m_);
   return set_;
+}
+
+}  // namespace cowq
+
+
+namespace cowq {
+
+task_group::~task_group() {
+  std::lock_guard g(m_);
+  if (live_ != 0) {
+    // Children would touch the group after it is gone.
+    std::fprintf(stderr, "cowq: task_group destroyed with %zu children running; join() it first\n",
+                 live_);
+    std::terminate();
+  }
+}
+
+std::size_t task_group::size() const noexcept {
+  std::lock_guard g(m_);
+  return live_;
+}
+
+void task_group::child_failed(std::exception_ptr e) noexcept {
+  bool first = false;
+  {
+    std::lock_guard g(m_);
+    if (!first_) {
+      first_ = std::move(e);
+      first = true;
+    }
+  }
+  if (first) stop_.request_stop();
+}
+
+void task_group::child_done() noexcept {
+  detail::sync_waiter* joiner = nullptr;
+  {
+    std::lock_guard g(m_);
+    if (--live_ == 0) joiner = std::exchange(joiner_, nullptr);
+  }
+  if (joiner != nullptr) detail::wake_waiter(joiner);
+}
+
+bool task_group::suspend_join(detail::sync_waiter* w, std::coroutine_handle<> h) {
+  detail::bind_waiter(w, h, "cowq::task_group::join");
+  std::lock_guard g(m_);
+  if (live_ == 0) return false;
+  if (joiner_ != nullptr) throw std::logic_error("cowq::task_group::join: another join is waiting");
+  joiner_ = w;
+  return true;
+}
+
+void task_group::rethrow_first() {
+  std::exception_ptr e;
+  {
+    std::lock_guard g(m_);
+    e = std::exchange(first_, nullptr);
+  }
+  if (e) std::rethrow_exception(e);
 }
 
 }  // namespace cowq
