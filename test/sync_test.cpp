@@ -545,3 +545,48 @@ TEST(sync, a_stop_after_the_release_never_touches_the_primitive_again) {
     EXPECT_TRUE(result);  // resumed by the set, not the stop
   }));
 }
+
+TEST(channel, try_send_and_try_recv_never_wait_and_serve_the_waiters) {
+  cowq::runtime rt;
+  cowq::channel<std::unique_ptr<int>> ch(1);
+  // From the test's own thread: no worker needed.
+  auto one = std::make_unique<int>(1);
+  EXPECT_TRUE(ch.try_send(std::move(one)));
+  EXPECT_EQ(one, nullptr);  // moved: it went in
+  auto two = std::make_unique<int>(2);
+  EXPECT_FALSE(ch.try_send(std::move(two)));  // full
+  ASSERT_NE(two, nullptr);                    // refused, so still ours
+  auto v = ch.try_recv();
+  ASSERT_TRUE(v && *v);
+  EXPECT_EQ(**v, 1);
+  EXPECT_FALSE(ch.try_recv().has_value());  // empty
+
+  // A waiting receiver gets a try_send straight away.
+  std::atomic<bool> receiving{false}, got{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    receiving = true;
+    auto r = co_await ch.recv();
+    got = r && *r && **r == 2;
+  }));
+  ASSERT_TRUE(wait_until([&] { return receiving.load(); }));
+  ASSERT_TRUE(wait_until([&] { return ch.try_send(std::move(two)) || got.load(); }));
+  ASSERT_TRUE(wait_until([&] { return got.load(); }));
+
+  // A try_recv makes room for a waiting sender.
+  EXPECT_TRUE(ch.try_send(std::make_unique<int>(3)));
+  std::atomic<bool> sending{false}, sent{false};
+  rt.system_wq().spawn(cowq::test::run([&]() -> cowq::task<void> {
+    sending = true;
+    sent = co_await ch.send(std::make_unique<int>(4));  // waits: full
+  }));
+  ASSERT_TRUE(wait_until([&] { return sending.load(); }));
+  auto three = ch.try_recv();
+  ASSERT_TRUE(three && *three);
+  EXPECT_EQ(**three, 3);
+  ASSERT_TRUE(wait_until([&] { return sent.load(); }));
+  auto four = ch.try_recv();
+  ASSERT_TRUE(four && *four);
+  EXPECT_EQ(**four, 4);
+  ch.close();
+  EXPECT_FALSE(ch.try_send(std::make_unique<int>(5)));
+}

@@ -366,6 +366,40 @@ class channel {
   [[nodiscard]] auto recv(std::stop_token stop = {}) noexcept {
     return recv_awaiter{this, {}, {std::move(stop)}};
   }
+  // Without waiting, from any thread: sends v if a receiver waits or the
+  // buffer has room, and only then moves from it; false when full or closed.
+  bool try_send(T&& v) noexcept {
+    recv_waiter* to_wake = nullptr;
+    {
+      std::lock_guard g(m_);
+      if (closed_) return false;
+      if (detail::sync_waiter* r = receivers_.pop()) {
+        to_wake = static_cast<recv_waiter*>(r);
+        to_wake->value_.emplace(std::move(v));
+      } else if (count_ < buf_.size()) {
+        buf_[(head_ + count_) % buf_.size()].emplace(std::move(v));
+        ++count_;
+      } else {
+        return false;
+      }
+    }
+    if (to_wake != nullptr) detail::wake_waiter(to_wake);
+    return true;
+  }
+  // Without waiting, from any thread: the oldest value, or nullopt when the
+  // buffer is empty.
+  std::optional<T> try_recv() noexcept {
+    std::optional<T> out;
+    send_waiter* to_wake = nullptr;
+    {
+      std::lock_guard g(m_);
+      if (count_ == 0) return out;
+      take_front(out);
+      to_wake = refill_from_sender();
+    }
+    if (to_wake != nullptr) detail::wake_waiter(to_wake);
+    return out;
+  }
   // Refuses further sends and wakes every waiter. Idempotent.
   void close() noexcept {
     detail::sync_waiter* senders;
@@ -472,21 +506,31 @@ class channel {
         receivers_.push(w);
         return true;
       }
-      std::optional<T>& front = buf_[head_];
-      w->value_.emplace(std::move(*front));
-      front.reset();
-      head_ = (head_ + 1) % buf_.size();
-      --count_;
-      // The room just made goes to the longest waiting sender.
-      if (detail::sync_waiter* s = senders_.pop()) {
-        to_wake = static_cast<send_waiter*>(s);
-        buf_[(head_ + count_) % buf_.size()].emplace(std::move(to_wake->value_));
-        ++count_;
-        to_wake->sent_ = true;
-      }
+      take_front(w->value_);
+      to_wake = refill_from_sender();
     }
     if (to_wake != nullptr) detail::wake_waiter(to_wake);
     return false;
+  }
+
+  // m_ held, count_ > 0.
+  void take_front(std::optional<T>& out) noexcept {
+    std::optional<T>& front = buf_[head_];
+    out.emplace(std::move(*front));
+    front.reset();
+    head_ = (head_ + 1) % buf_.size();
+    --count_;
+  }
+  // m_ held, just after take_front(): the room made goes to the longest
+  // waiting sender, returned for waking once the lock is dropped.
+  send_waiter* refill_from_sender() noexcept {
+    detail::sync_waiter* s = senders_.pop();
+    if (s == nullptr) return nullptr;
+    auto* w = static_cast<send_waiter*>(s);
+    buf_[(head_ + count_) % buf_.size()].emplace(std::move(w->value_));
+    ++count_;
+    w->sent_ = true;
+    return w;
   }
 
   mutable std::mutex m_;
