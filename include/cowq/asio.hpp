@@ -20,6 +20,7 @@
 #define ASIO_HAS_CO_AWAIT 1
 #endif
 
+#include <cowq/scheduling.hpp>
 #include <cowq/task.hpp>
 #include <cowq/workqueue.hpp>
 
@@ -42,9 +43,6 @@
 namespace cowq {
 
 namespace detail {
-// Records in n where the current item runs (its pool and workqueue), so it
-// can be queued back there later from any thread. False off a worker.
-bool bind_to_current(work_node* n) noexcept;
 // Queues n, bound by bind_to_current(), from any thread, waking a worker
 // of its pool if none runs. Returns false (and queues nothing) once the
 // runtime has stopped its pools.

@@ -9,6 +9,9 @@ namespace detail {
 // Queues n behind the current item's pool and workqueue; false when the
 // caller is not running a work item on a worker (then nothing is queued).
 bool requeue_current(work_node* n);
+// Records in n where the current item runs (its pool and workqueue), so it
+// can be queued back there later from any thread. False off a worker.
+bool bind_to_current(work_node* n) noexcept;
 bool on_worker_thread() noexcept;
 }  // namespace detail
 

@@ -19,6 +19,7 @@
 // as it would with I/O in flight.
 #pragma once
 
+#include <cowq/scheduling.hpp>
 #include <cowq/task.hpp>
 #include <cowq/work_node.hpp>
 
@@ -37,9 +38,6 @@
 namespace cowq {
 namespace detail {
 
-// Records in n where the current item runs (its pool and workqueue), so it
-// can be queued back there later from any thread. False off a worker.
-bool bind_to_current(work_node* n) noexcept;
 // Queues a waiter bound by bind_to_current() back on its pool, from any
 // thread. After the runtime has stopped its pools the coroutine cannot
 // resume; that is logged once.
@@ -131,9 +129,9 @@ inline void wake_chain(sync_waiter* w) noexcept {
   }
 }
 
-// Takes a waiter off its queue when a stop is requested, under the
-// primitive's lock m: if a release took it off first, there is nothing to
-// do, so the coroutine is resumed exactly once.
+// Takes a waiter off its queue when a stop is requested. It races the
+// releases for the waiter's claim_; only the winner resumes it, and a
+// canceller that loses does not touch the primitive (or its lock m).
 struct waiter_canceller {
   std::mutex* m;
   sync_waiter* w;

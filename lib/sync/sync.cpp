@@ -12,6 +12,28 @@
 
 namespace cowq::detail {
 
+namespace {
+
+// The waits whose only question under the lock is whether they may go on
+// now (ready(), which takes what it finds): otherwise a stop already
+// requested ends the wait, and else w queues. True when w must wait.
+template <typename Ready>
+bool wait_or_queue(std::mutex& m, waiter_list& waiters, sync_waiter* w, stop_hook* hook,
+                   std::coroutine_handle<> h, const char* what, Ready ready) {
+  bind_waiter(w, h, what);
+  hook->arm(&m, w);
+  std::lock_guard g(m);
+  if (ready()) return false;
+  if (hook->stop_requested()) {
+    w->stopped_ = true;
+    return false;
+  }
+  waiters.push(w);
+  return true;
+}
+
+}  // namespace
+
 void bind_waiter(sync_waiter* w, std::coroutine_handle<> h, const char* what) {
   w->handle_ = h;
   if (!bind_to_current(w))
@@ -43,20 +65,12 @@ bool semaphore::try_acquire() noexcept {
 
 bool semaphore::suspend_acquire(detail::sync_waiter* w, detail::stop_hook* hook,
                                 std::coroutine_handle<> h) {
-  detail::bind_waiter(w, h, "cowq::semaphore::acquire");
-  hook->arm(&m_, w);
-  std::lock_guard g(m_);
   // A permit may have come back since await_ready looked.
-  if (count_ > 0) {
+  return detail::wait_or_queue(m_, waiters_, w, hook, h, "cowq::semaphore::acquire", [this] {
+    if (count_ == 0) return false;
     --count_;
-    return false;
-  }
-  if (hook->stop_requested()) {
-    w->stopped_ = true;
-    return false;
-  }
-  waiters_.push(w);
-  return true;
+    return true;
+  });
 }
 
 void semaphore::release(std::size_t n) noexcept {
@@ -105,16 +119,8 @@ std::size_t semaphore::available() const noexcept {
 
 bool event::suspend_wait(detail::sync_waiter* w, detail::stop_hook* hook,
                          std::coroutine_handle<> h) {
-  detail::bind_waiter(w, h, "cowq::event::wait");
-  hook->arm(&m_, w);
-  std::lock_guard g(m_);
-  if (set_) return false;
-  if (hook->stop_requested()) {
-    w->stopped_ = true;
-    return false;
-  }
-  waiters_.push(w);
-  return true;
+  return detail::wait_or_queue(m_, waiters_, w, hook, h, "cowq::event::wait",
+                               [this] { return set_; });
 }
 
 void event::set() noexcept {
