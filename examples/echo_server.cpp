@@ -1,6 +1,11 @@
 // A TCP echo server: one coroutine per connection on the per-CPU pools.
 //
-//   echo_server [--port N] [--cpus LIST] [--address A]
+//   echo_server [--port N] [--cpus LIST] [--address A] [--recv shared|own]
+//
+// --recv shared (the default) receives through a cowq::net::receiver: one
+// multishot request per connection, bytes in the pool's shared buffers, so
+// an idle connection holds no buffer. --recv own gives each connection a
+// 16 KiB buffer of its own and a recv request per read.
 //
 // Prints "listening on ADDRESS:PORT" once ready (port 0 picks a free one),
 // and runs until SIGINT or SIGTERM, then shuts down cleanly.
@@ -21,14 +26,26 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::stop_source g_stop_source;
 
+bool g_shared_buffers = true;
+
 cowq::task<void> serve_connection(cowq::net::stream s) {
   s.set_nodelay(true);
-  std::vector<std::byte> buf(16384);
-  for (;;) {
-    auto r = co_await s.recv(buf, g_stop_source.get_token());
-    if (!r || r.value == 0) break;  // error, EOF or shutdown
-    auto w = co_await s.send_all(std::span(buf).first(r.value));
-    if (!w) break;
+  if (g_shared_buffers) {
+    cowq::net::receiver rx(s);
+    for (;;) {
+      auto r = co_await rx.recv(g_stop_source.get_token());
+      if (!r || r.value.empty()) break;  // error, EOF or shutdown
+      auto w = co_await s.send_all(r.value.data());
+      if (!w) break;
+    }
+  } else {
+    std::vector<std::byte> buf(16384);
+    for (;;) {
+      auto r = co_await s.recv(buf, g_stop_source.get_token());
+      if (!r || r.value == 0) break;
+      auto w = co_await s.send_all(std::span(buf).first(r.value));
+      if (!w) break;
+    }
   }
   co_await s.close();
 }
@@ -48,7 +65,8 @@ cowq::task<void> accept_loop(cowq::runtime& rt, cowq::net::tcp_listener& l) {
 }
 
 int usage(const char* argv0) {
-  std::fprintf(stderr, "usage: %s [--port N] [--cpus LIST] [--address A]\n", argv0);
+  std::fprintf(stderr, "usage: %s [--port N] [--cpus LIST] [--address A] [--recv shared|own]\n",
+               argv0);
   return 2;
 }
 
@@ -59,6 +77,15 @@ int main(int argc, char** argv) {
   examples::server_flags flags(7000);
   for (int i = 1; i < argc; ++i) {
     if (i + 1 >= argc) return usage(argv[0]);
+    if (std::strcmp(argv[i], "--recv") == 0) {
+      const std::string v = argv[++i];
+      if (v != "shared" && v != "own") {
+        std::fprintf(stderr, "--recv: '%s' is neither shared nor own\n", v.c_str());
+        return 2;
+      }
+      g_shared_buffers = v == "shared";
+      continue;
+    }
     switch (flags.take(argv[i], argv[i + 1], opts)) {
       case examples::server_flags::taken::yes: ++i; break;
       case examples::server_flags::taken::bad: return 2;

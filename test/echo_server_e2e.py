@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """End to end: starts examples/echo_server on a free port, drives many
 concurrent connections through it on 127.0.0.1 and checks every byte,
-then stops it with SIGTERM and checks it exits cleanly."""
+then stops it with SIGTERM and checks it exits cleanly. Twice: receiving
+into the pools' shared buffers (the default) and into buffers of each
+connection's own (--recv own)."""
 import os
 import selectors
 import signal
@@ -15,9 +17,8 @@ BYTES_PER_CONNECTION = 64 * 1024
 DEADLINE = 120  # seconds, generous for sanitizer builds
 
 
-def main():
-    server = sys.argv[1]
-    proc = subprocess.Popen([server, "--port", "0"], stdout=subprocess.PIPE, text=True)
+def run(server, recv_mode):
+    proc = subprocess.Popen([server, "--port", "0", "--recv", recv_mode], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("listening on "):
@@ -80,11 +81,20 @@ def main():
         if rc != 0:
             print("server exited with", rc, file=sys.stderr)
             return 1
-        print("ok:", CONNECTIONS, "connections x", BYTES_PER_CONNECTION, "bytes verified")
+        print("ok:", CONNECTIONS, "connections x", BYTES_PER_CONNECTION, "bytes verified, --recv", recv_mode)
         return 0
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def main():
+    for mode in ("shared", "own"):
+        rc = run(sys.argv[1], mode)
+        if rc != 0:
+            print("with --recv", mode, file=sys.stderr)
+            return rc
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 #include <asio/local/stream_protocol.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <sys/socket.h>
@@ -22,6 +23,9 @@
 
 namespace cowq::detail {
 struct accept_state;
+struct recv_state;
+struct buffer_ring;
+struct receiver_access;
 }
 
 namespace cowq::net {
@@ -84,6 +88,96 @@ class stream {
 
  private:
   fd_handle fd_;
+};
+
+// Bytes a receiver received, in one of its pool's shared buffers (or, on
+// kernels without provided buffers, in a buffer of its own). Move-only;
+// destroying it or calling reset() gives the buffer back, for the kernel to
+// fill again: hold it only as long as the bytes are needed, since every
+// buffer held is one the pool's other connections cannot use. Must not
+// outlive the runtime.
+class recv_buffer {
+ public:
+  recv_buffer() noexcept = default;
+  recv_buffer(recv_buffer&& o) noexcept
+      : ring_(std::exchange(o.ring_, nullptr)), data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)), bid_(o.bid_) {}
+  recv_buffer& operator=(recv_buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      ring_ = std::exchange(o.ring_, nullptr);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      bid_ = o.bid_;
+    }
+    return *this;
+  }
+  ~recv_buffer() { reset(); }
+
+  // The bytes; writable, for decoding in place.
+  std::span<std::byte> data() const noexcept { return {data_, size_}; }
+  std::size_t size() const noexcept { return size_; }
+  // Zero bytes: the peer closed its side (end of stream).
+  bool empty() const noexcept { return size_ == 0; }
+  void reset() noexcept;
+
+ private:
+  friend class recv_awaitable;
+  // ring_ null: data_ is the fallback's own (malloc) buffer, or null.
+  detail::buffer_ring* ring_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::uint16_t bid_ = 0;
+};
+
+// Awaiting receiver::recv(): the next bytes, an empty buffer at the end of
+// the stream, or the error.
+class recv_awaitable : public io_awaitable {
+ public:
+  recv_awaitable(int fd, detail::recv_state* state, io_options opts) noexcept;
+  recv_awaitable(const recv_awaitable&) = delete;
+  ~recv_awaitable();
+  bool await_ready() noexcept { return io_awaitable::await_ready(); }
+  bool await_suspend(std::coroutine_handle<> h);
+  io_value<recv_buffer> await_resume() noexcept;
+
+ private:
+  detail::recv_state* state_;
+  std::byte* own_ = nullptr;  // the fallback's buffer, until handed over
+};
+
+// Receives from a stream with one multishot request: the kernel picks a
+// buffer from the pool's shared set (runtime_options::recv_buffers) for
+// each chunk as it arrives, so an idle connection holds no buffer, and
+// reading on costs no request per read. Where the kernel lacks this (Linux
+// before 6.0, or 5.19 for the shared buffers) each recv is a request of
+// its own, with the same results.
+//
+// A receiver belongs to the pool of its first recv: recv from a coroutine
+// on another pool throws std::logic_error. One recv at a time (a second
+// one at once gives std::errc::device_or_resource_busy). The stream must
+// outlive it, and it must not outlive the runtime. Receiving directly on
+// the stream meanwhile would take bytes out of order.
+//
+// Bytes that arrived and were not taken yet wait in the receiver, up to a
+// sixteenth of the pool's buffers; beyond that it stops receiving until
+// they are taken, and TCP holds the peer back. When the pool's buffers run
+// out, receivers wait for one to be given back.
+class receiver {
+ public:
+  receiver() noexcept = default;
+  explicit receiver(stream& s);
+  receiver(receiver&& o) noexcept
+      : fd_(std::exchange(o.fd_, -1)), state_(std::exchange(o.state_, nullptr)) {}
+  receiver& operator=(receiver&& o) noexcept;
+  ~receiver();
+
+  recv_awaitable recv(io_options opts = {}) noexcept { return {fd_, state_, std::move(opts)}; }
+
+ private:
+  friend struct detail::receiver_access;  // tests
+  int fd_ = -1;
+  detail::recv_state* state_ = nullptr;  // owned; freed once the kernel is done with it
 };
 
 struct listen_options {

@@ -33,6 +33,15 @@ struct watchdog_options {
   std::chrono::microseconds cpu_hog_threshold{10'000};
 };
 
+// The buffers cowq::net::receiver receives into: one set per pool, set up
+// by the first receive on that pool, shared by all its receivers.
+struct recv_buffer_options {
+  // How many; a power of two, at most 32768.
+  unsigned count = 1024;
+  // Bytes each; one receive completion fills at most one.
+  unsigned size = 4096;
+};
+
 struct runtime_options {
   // CPUs the pools use; empty means every CPU the process may run on
   // (sched_getaffinity, so taskset and cpusets are respected). CPUs outside
@@ -65,6 +74,7 @@ struct runtime_options {
   // runtime runs without publishing.
   std::string stats_socket{};
   watchdog_options watchdog{};
+  recv_buffer_options recv_buffers{};
 };
 
 // Parses a CPU list like "0-3,6" (the kernel's cpulist format).

@@ -30,7 +30,7 @@ void arm_locked(accept_state* s) {
     io_uring_sqe* sqe = r.sqe_locked();
     if (sqe == nullptr) return;
     io_uring_prep_multishot_accept(sqe, s->fd, nullptr, nullptr, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdMultishotTag);
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdSharedTag);
     s->armed = true;
     s->home->inflight_.fetch_add(1, std::memory_order_relaxed);
     tsan_release(s);
@@ -43,28 +43,12 @@ void arm_locked(accept_state* s) {
   s->home->watchdog_->work_waits();
 }
 
-// Under the home pool's lock (fire_locked_), from its timer heap.
-void accept_timed_out(timer_node* t) {
-  accept_state* s = static_cast<accept_timer*>(t)->state;
-  if (io_op* w = std::exchange(s->waiter, nullptr)) {
-    w->multishot_waiting_ = false;
-    w->res_ = -ETIMEDOUT;
-    s->home->enqueue_locked(w->pwq_, w);
-  }
-}
-
 void destroy(accept_state* s) {
   for (int fd : s->ready) ::close(fd);
   delete s;
 }
 
 }  // namespace
-
-accept_state::accept_state(int listen_fd) noexcept : fd(listen_fd) {
-  timer.state = this;
-  timer.fire_ = &accept_timed_out;
-  timer.fire_locked_ = true;
-}
 
 accept_state* make_accept_state(int fd) { return new accept_state(fd); }
 
@@ -82,7 +66,7 @@ accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nan
   if (s->home != p || s->waiter != nullptr) return accept_start::single_shot;
   op->pool_ = p;
   op->pwq_ = q;
-  op->multishot_ = s;
+  op->multishot_ = static_cast<shared_request*>(s);
   // Done at once: the op is not marked submitted, so a canceller leaves
   // it alone (its result is in).
   if (!s->ready.empty()) {
@@ -99,11 +83,7 @@ accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nan
     op->res_ = -ECANCELED;
     return accept_start::done;
   }
-  // The timer first: arming it may throw (the heap grows), and then the op
-  // must not be left as the waiter of a coroutine that did not suspend.
-  if (timeout.count() > 0) p->arm_timer_locked(&s->timer, clock::now() + timeout);
-  s->waiter = op;
-  op->multishot_waiting_ = true;
+  s->wait_locked(op, timeout);
   if (!s->armed) arm_locked(s);
   return accept_start::waiting;
 }
@@ -114,38 +94,16 @@ void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags
     s->armed = false;
     p.inflight_.fetch_sub(1, std::memory_order_relaxed);
   }
-  if (io_op* w = s->waiter) {
-    s->waiter = nullptr;
-    w->multishot_waiting_ = false;
-    p.timers_.cancel(&s->timer);
-    w->res_ = res;
-    p.enqueue_locked(w->pwq_, w);
-  } else if (res >= 0) {
-    if (s->closed) ::close(res);
-    else s->ready.push_back(res);
-  } else if (res != -ECANCELED) {
-    // Kept for the next accept: EMFILE must reach the server loop.
-    s->error = -res;
+  if (!s->wake_waiter_locked(res, 0)) {
+    if (res >= 0) {
+      if (s->closed) ::close(res);
+      else s->ready.push_back(res);
+    } else if (res != -ECANCELED) {
+      // Kept for the next accept: EMFILE must reach the server loop.
+      s->error = -res;
+    }
   }
   if (!s->armed && s->closed) destroy(s);
-}
-
-bool multishot_accept_cancel(io_op* op) noexcept {
-  // The op lives until its coroutine's await_resume, which waits for this
-  // canceller; the state may be gone once the op stopped waiting on it
-  // (the listener closed and the request's last completion reaped).
-  pool* p = op->pool_;
-  {
-    std::lock_guard g(p->lock_);
-    if (!op->multishot_waiting_) return true;  // already completed
-    auto* s = static_cast<accept_state*>(op->multishot_);
-    op->multishot_waiting_ = false;
-    s->waiter = nullptr;
-    p->timers_.cancel(&s->timer);
-  }
-  // No longer the waiter, so no completion can queue it: we do.
-  p->complete_from_outside(op, -ECANCELED);
-  return true;
 }
 
 void multishot_accept_close(accept_state* s) {
@@ -167,7 +125,7 @@ void multishot_accept_close(accept_state* s) {
       ring& r = *p->ring_;
       std::lock_guard sg(r.sq_lock_);
       if (io_uring_sqe* sqe = r.sqe_locked()) {
-        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdMultishotTag, 0);
+        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(s) | kUdSharedTag, 0);
         io_uring_sqe_set_data64(sqe, kUdIgnore);
       }
       r.submit_locked();

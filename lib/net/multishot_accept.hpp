@@ -1,32 +1,19 @@
 // Multishot accept state shared by a listener and its request in the ring.
 #pragma once
 
-#include "../pool/pool.hpp"
+#include "shared_request.hpp"
 
 #include <deque>
 
 namespace cowq::detail {
 
-// Tags a multishot request's user_data (operations are 8-byte aligned).
-inline constexpr std::uint64_t kUdMultishotTag = 4;
-
-struct accept_state;
-
-// The waiting accept's timeout: one waiter at a time, so one timer.
-struct accept_timer : timer_node {
-  accept_state* state = nullptr;
-};
-
-struct accept_state {
-  explicit accept_state(int listen_fd) noexcept;
+struct accept_state : shared_request {
+  explicit accept_state(int listen_fd) noexcept : fd(listen_fd) {}
   int fd;                   // I: the listening socket
-  pool* home = nullptr;     // set once, on the first accept
   bool armed = false;       // L(home): the request is in the kernel
   bool closed = false;      // L(home): the listener is gone
   std::deque<int> ready;    // L(home): accepted, not yet taken
   int error = 0;            // L(home): an errno to report to the next accept
-  io_op* waiter = nullptr;  // L(home): the accept waiting for a connection
-  accept_timer timer;       // L(home): armed while a waiter has a timeout
 };
 
 accept_state* make_accept_state(int fd);
@@ -39,7 +26,6 @@ accept_state* make_accept_state(int fd);
 enum class accept_start { single_shot, done, waiting };
 accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout);
 void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags);
-bool multishot_accept_cancel(io_op* op) noexcept;
 void multishot_accept_close(accept_state* s);
 
 }  // namespace cowq::detail

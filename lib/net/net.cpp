@@ -2,13 +2,17 @@
 #include "../pool/pool.hpp"
 #include "../runtime/runtime_impl.hpp"
 #include "multishot_accept.hpp"
+#include "multishot_recv.hpp"
 #include "resolver.hpp"
+#include "../util/tsan.hpp"
 #include "../uring/ring.hpp"
 
 #include <cowq/net.hpp>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -158,6 +162,83 @@ bool accept_awaitable::await_suspend(std::coroutine_handle<> h) {
   return io_awaitable::await_suspend(h);
 }
 
+void recv_buffer::reset() noexcept {
+  if (ring_ != nullptr)
+    detail::give_back_buffer(std::exchange(ring_, nullptr), bid_);
+  else
+    std::free(data_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+recv_awaitable::recv_awaitable(int fd, detail::recv_state* state, io_options opts) noexcept
+    : io_awaitable(op_args{.code = op_code::recv, .fd = fd}, std::move(opts)), state_(state) {}
+
+recv_awaitable::~recv_awaitable() { std::free(own_); }
+
+bool recv_awaitable::await_suspend(std::coroutine_handle<> h) {
+  if (state_ != nullptr) {
+    op_.handle_ = h;
+    // Registered first, as for any operation: see io_awaitable.
+    if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
+    switch (detail::multishot_recv_start(state_, &op_, opts_.timeout)) {
+      case detail::recv_start::waiting:
+        return true;  // op_ may already be another worker's: not looked at
+      case detail::recv_start::done:
+        return false;
+      case detail::recv_start::fallback:
+        break;
+    }
+    cancel_.reset();
+  }
+  // A request of its own, into a buffer of its own that the result takes.
+  const std::size_t n = detail::fallback_recv_size();
+  own_ = static_cast<std::byte*>(std::malloc(n));
+  if (own_ == nullptr) throw std::bad_alloc();
+  args_.buf = own_;
+  args_.len = static_cast<std::uint32_t>(n);
+  return io_awaitable::await_suspend(h);
+}
+
+io_value<recv_buffer> recv_awaitable::await_resume() noexcept {
+  io_result r = io_awaitable::await_resume();
+  if (!r) return {r.error, {}};
+  recv_buffer b;
+  if (r.value == 0) return {{}, std::move(b)};
+  if ((op_.cqe_flags_ & IORING_CQE_F_BUFFER) != 0) {
+    // state_->bufs was set, under the pool lock, before op_ was queued.
+    b.ring_ = state_->bufs;
+    b.bid_ = static_cast<std::uint16_t>(op_.cqe_flags_ >> IORING_CQE_BUFFER_SHIFT);
+    b.data_ = b.ring_->data(b.bid_);
+    // Pairs with the release in buffer_ring::put(): the last holder's writes.
+    detail::tsan_acquire(b.data_);
+  } else if (own_ != nullptr) {
+    b.data_ = std::exchange(own_, nullptr);
+  } else {
+    // The receiver's own buffer, taken while the pool had none free.
+    b.data_ = std::exchange(state_->handoff, nullptr);
+  }
+  b.size_ = r.value;
+  return {{}, std::move(b)};
+}
+
+receiver::receiver(stream& s)
+    : fd_(s.native_handle()),
+      state_(detail::ring::features().buf_ring ? new detail::recv_state(fd_) : nullptr) {}
+
+receiver& receiver::operator=(receiver&& o) noexcept {
+  if (this != &o) {
+    if (state_ != nullptr) detail::multishot_recv_close(state_);
+    fd_ = std::exchange(o.fd_, -1);
+    state_ = std::exchange(o.state_, nullptr);
+  }
+  return *this;
+}
+
+receiver::~receiver() {
+  if (state_ != nullptr) detail::multishot_recv_close(state_);
+}
+
 tcp_listener::tcp_listener(tcp_listener&& o) noexcept
     : fd_(std::move(o.fd_)), multishot_(std::exchange(o.multishot_, nullptr)) {}
 
@@ -278,3 +359,7 @@ task<io_value<std::vector<tcp_endpoint>>> resolve(std::string host, std::string 
 }
 
 }  // namespace cowq::net
+
+namespace cowq::detail {
+recv_state* receiver_access::state(const net::receiver& r) noexcept { return r.state_; }
+}  // namespace cowq::detail

@@ -57,6 +57,7 @@
 
 #include "../log/log.hpp"
 #include "../net/multishot_accept.hpp"
+#include "../net/multishot_recv.hpp"
 #include "../runtime/runtime_impl.hpp"
 #include "../util/futex.hpp"
 #include "../util/tsan.hpp"
@@ -203,6 +204,14 @@ worker* pool::wake_one_idle() noexcept {
   w->counted_ = true;
   ++nr_running_;
   return w;
+}
+
+pool::pool() = default;
+
+pool::~pool() {
+  // The kernel may write into the provided buffers until the ring is gone.
+  ring_.reset();
+  bufs_.reset();
 }
 
 void pool::start() {
@@ -866,10 +875,15 @@ bool pool::poll_locked(std::unique_lock<spinlock>& lk, bool poller) {
     }
     bool woken = false;
     const unsigned n = ring_->reap([this](std::uint64_t ud, int res, unsigned flags) {
-      if (ud & kUdMultishotTag)
-        multishot_accept_complete(*this, reinterpret_cast<accept_state*>(ud & ~kUdMultishotTag), res, flags);
-      else
+      if ((ud & kUdSharedTag) != 0) {
+        void* s = reinterpret_cast<void*>(ud & ~kUdSharedMask);
+        if ((ud & kUdRecvBit) != 0)
+          multishot_recv_complete(*this, static_cast<recv_state*>(s), res, flags, (ud & kUdRecvCancelBit) != 0);
+        else
+          multishot_accept_complete(*this, static_cast<accept_state*>(s), res, flags);
+      } else {
         complete_op(reinterpret_cast<io_op*>(ud), res, flags);
+      }
     }, &woken);
     did = n != 0;
     if (woken && !poller && poller_ != nullptr) {

@@ -36,6 +36,8 @@ struct wq_impl;
 class watchdog;
 class task_stat_files;
 struct pool;
+struct buffer_ring;
+struct recv_state;
 
 struct pool_timer : timer_node {
   pool* pool_ = nullptr;
@@ -219,6 +221,22 @@ struct pool {
   void bump_work_gen() noexcept {
     work_gen_.store(work_gen_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
+
+  // Provided buffers for receivers (multishot_recv.cpp), set up by the
+  // first receive on this pool: recv_buffers() returns them, or null with
+  // bufs_error_ saying why not. Written once under bufs_once_; destroyed
+  // after the ring (~pool).
+  std::once_flag bufs_once_;
+  std::unique_ptr<buffer_ring> bufs_;
+  int bufs_error_ = 0;
+  buffer_ring* recv_buffers();
+  // L: receivers whose receive ended for want of a buffer, oldest first.
+  std::vector<recv_state*> starved_recv_;
+
+  pool();
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+  ~pool();
 
   // --- operations (definitions in pool.cpp) ---
   void start();

@@ -32,6 +32,13 @@ runtime_impl::runtime_impl(runtime* self, runtime_options opts)
     throw std::invalid_argument("cowq: idle_spin must not be negative");
   if (opts_.watchdog.tick.count() <= 0 || opts_.watchdog.cpu_hog_threshold.count() <= 0)
     throw std::invalid_argument("cowq: watchdog tick and cpu_hog_threshold must be positive");
+  {
+    const auto& rb = opts_.recv_buffers;
+    if (rb.count == 0 || rb.count > 32768 || (rb.count & (rb.count - 1)) != 0)
+      throw std::invalid_argument("cowq: recv_buffers.count must be a power of two from 1 to 32768");
+    if (rb.size == 0 || rb.size > (1u << 24))
+      throw std::invalid_argument("cowq: recv_buffers.size must be from 1 byte to 16 MiB");
+  }
   watchdog_ = std::make_unique<watchdog>(*this);
   cpu_index_.fill(-1);
   for (std::size_t i = 0; i < topo_.cpus.size(); ++i)

@@ -4,7 +4,7 @@
 #include "../pool/watchdog.hpp"
 #include "../util/tsan.hpp"
 #include "ring.hpp"
-#include "../net/multishot_accept.hpp"
+#include "../net/shared_request.hpp"
 
 #include <cowq/io.hpp>
 
@@ -152,7 +152,7 @@ void cancel_op(io_op* op) noexcept {
     return;
   if (op->multishot_ != nullptr) {
     // Waiting on a shared request: leave it armed, just stop waiting.
-    multishot_accept_cancel(op);
+    shared_request_cancel(op);
     return;
   }
   ring& r = *op->pool_->ring_;

@@ -75,6 +75,11 @@ void probe(const io_uring& r) {
   g_features.op_socket = has_socket;
   g_features.multishot_accept = has_socket && kernel_at_least(5, 19);
   g_features.async_cancel_any = has_socket && kernel_at_least(5, 19);
+  g_features.buf_ring = has_socket && kernel_at_least(5, 19);
+  // Multishot receive (a flag) came in 6.0, as did IORING_OP_SEND_ZC: the
+  // opcode stands in for the flag.
+  g_features.multishot_recv = g_features.buf_ring && p != nullptr &&
+                              io_uring_opcode_supported(p, IORING_OP_SEND_ZC) && kernel_at_least(6, 0);
   if (p != nullptr) io_uring_free_probe(p);
 }
 
@@ -90,6 +95,8 @@ std::string ring_features::describe() const {
   add(coop_taskrun, "coop_taskrun");
   add(multishot_accept, "multishot_accept");
   add(async_cancel_any, "cancel_any");
+  add(buf_ring, "buf_ring");
+  add(multishot_recv, "multishot_recv");
   return s;
 }
 
@@ -130,6 +137,12 @@ ring::ring(unsigned entries) {
     if (!g_features.multishot_accept)
       log().info("io_uring: no multishot accept (Linux < 5.19); each accept is a request "
                  "of its own");
+    if (!g_features.buf_ring)
+      log().info("io_uring: no provided buffer rings (Linux < 5.19); a receiver receives "
+                 "into a buffer of its own per recv");
+    else if (!g_features.multishot_recv)
+      log().info("io_uring: no multishot receive (Linux < 6.0); a receiver makes a request "
+                 "per recv");
     if (!g_features.async_cancel_any)
       log().info("io_uring: no IORING_ASYNC_CANCEL_ANY (Linux < 5.19); requests still "
                  "in flight at shutdown cannot be cancelled");

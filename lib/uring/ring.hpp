@@ -19,6 +19,8 @@ struct ring_features {
   bool multishot_accept = false;  // one SQE, many accepts (5.19)
   bool async_cancel_any = false;  // cancel every request at once (5.19)
   bool op_socket = false;         // IORING_OP_SOCKET (5.19)
+  bool buf_ring = false;          // provided buffers in a ring (5.19)
+  bool multishot_recv = false;    // one receive, many completions (6.0)
   std::string describe() const;
 };
 

@@ -1,0 +1,126 @@
+// Multishot receive into a pool's provided buffers (cowq::net::receiver).
+#pragma once
+
+#include "shared_request.hpp"
+
+#include <algorithm>
+#include <vector>
+
+namespace cowq::net {
+class receiver;
+}
+
+namespace cowq::detail {
+
+// A pool's provided buffers: a buffer ring registered with the pool's
+// io_uring. The kernel takes a buffer for each completion of a receive
+// that selects one; cowq::net::recv_buffer gives it back.
+struct buffer_ring {
+  static constexpr std::uint16_t kGroup = 0;
+
+  // Registers count buffers of size bytes (count a power of two) with p's
+  // ring. Throws std::system_error when the kernel refuses, std::bad_alloc.
+  buffer_ring(pool& p, unsigned count, unsigned size);
+  // Only once the pool's ring is gone: the kernel may write to the buffers
+  // until then.
+  ~buffer_ring();
+  buffer_ring(const buffer_ring&) = delete;
+  buffer_ring& operator=(const buffer_ring&) = delete;
+
+  std::byte* data(std::uint16_t bid) const noexcept {
+    return mem_ + static_cast<std::size_t>(bid) * size_;
+  }
+  // Hands buffer bid back to the kernel, from any thread. Returns whether
+  // a receiver of the pool may be starved for buffers (then the caller
+  // re-arms one: rearm_starved()).
+  bool put(std::uint16_t bid) noexcept;
+
+  pool* owner_ = nullptr;            // I
+  io_uring_buf_ring* br_ = nullptr;  // I (its entries and tail: lock_)
+  std::byte* mem_ = nullptr;         // I
+  unsigned count_ = 0;               // I
+  unsigned size_ = 0;                // I
+  int mask_ = 0;                     // I
+  // Serialises giving back: the ring's tail has one writer at a time. The
+  // tail's release store (io_uring_buf_ring_advance) pairs with the
+  // kernel's acquire load when it selects a buffer.
+  spinlock lock_;
+  // Buffers given back so far, and whether a receiver waits for one: the
+  // two sides of a store-then-load pair (seq_cst on both). put() bumps
+  // returned_ then reads starved_; a receiver that gets ENOBUFS sets
+  // starved_ then reads returned_. At least one of them sees the other,
+  // so a buffer given back while a receiver starves always re-arms it.
+  std::atomic<std::uint64_t> returned_{0};
+  std::atomic<bool> starved_{false};
+};
+
+// Received bytes: in the pool's buffer bid, or (own non-null) in a buffer
+// of the receiver's own, from malloc, taken while the pool had none.
+struct recv_chunk {
+  std::uint16_t bid = 0;
+  std::uint32_t len = 0;
+  std::byte* own = nullptr;
+};
+
+struct recv_state : shared_request {
+  explicit recv_state(int socket) noexcept : fd(socket) {}
+  int fd;                       // I: the stream's socket
+  buffer_ring* bufs = nullptr;  // set with home, under its lock
+  bool armed = false;           // L(home): the receive is in the kernel
+  bool cancelling = false;      // L(home): our cancel request is in the kernel
+  bool stop_asked = false;      // L(home): the armed receive is the one we cancel
+  bool closed = false;          // L(home): the receiver is gone
+  bool starved = false;         // L(home): on home's starved list
+  // L(home): the buffer of the armed receive when it is one into a buffer
+  // of our own (the pool's were all taken and a recv waits).
+  std::byte* own_buf = nullptr;
+  // The own buffer of the chunk the last recv completed with, for its
+  // await_resume to take. Written under L(home) before the op is queued
+  // or returns done; read by the awaiting coroutine after that, before
+  // its next recv can complete another.
+  std::byte* handoff = nullptr;
+  bool eof = false;             // L(home): the peer closed its side
+  int error = 0;                // L(home): an errno for the next recv
+  // L(home): returned_ of the buffers when the receive was armed; an
+  // ENOBUFS after a buffer came back since then is worth another try.
+  std::uint64_t returned_at_arm = 0;
+  // L(home): received and not yet taken, in order: a circular buffer over
+  // the vector, which grows only when a backlog is deeper than ever before
+  // (bounded: a receive is cancelled once backlog_limit() chunks wait).
+  std::vector<recv_chunk> ready;
+  std::size_t ready_head = 0;
+  std::size_t ready_size = 0;
+};
+
+// Chunks a receiver may hold before its receive is cancelled: a sixteenth
+// of the pool's buffers, and at least 4.
+inline std::size_t backlog_limit(const recv_state* s) noexcept {
+  return std::max<std::size_t>(4, s->bufs->count_ / 16);
+}
+
+// What the awaitable does, decided under the home pool's lock.
+enum class recv_start { done, waiting, fallback };
+// On the calling worker. done: op's result (and cqe_flags_, for a buffer)
+// is in. waiting: op waits for the next completion (or its timeout); it
+// may already be resuming on another worker, so the caller must not look
+// at it. fallback: the kernel has no provided buffers; the caller receives
+// with a request of its own. Throws std::logic_error when awaited on
+// another pool than the receiver's first recv was.
+recv_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanoseconds timeout);
+// L(p) held, from the reaper: a completion of s's receive (cancel false)
+// or of our cancel of it (cancel true).
+void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bool cancel);
+// The receiver is gone: buffers taken back, the receive cancelled, the
+// state freed once the kernel is done with it.
+void multishot_recv_close(recv_state* s) noexcept;
+// Gives buffer bid back to b (from any thread, no pool lock held).
+void give_back_buffer(buffer_ring* b, std::uint16_t bid) noexcept;
+// Bytes the fallback receives into, per call.
+std::size_t fallback_recv_size() noexcept;
+
+// For tests: a receiver's state.
+struct receiver_access {
+  static recv_state* state(const net::receiver& r) noexcept;
+};
+
+}  // namespace cowq::detail

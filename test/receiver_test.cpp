@@ -1,0 +1,534 @@
+// cowq::net::receiver: multishot receive into the pools' shared buffers,
+// on 127.0.0.1, in each of the kernel's three modes (multishot, a request
+// per recv selecting a shared buffer, no shared buffers at all).
+#include <cowq/cowq.hpp>
+#include <cowq/net.hpp>
+#include <cowq/sync.hpp>
+
+#include "net/multishot_recv.hpp"
+#include "pool/pool.hpp"
+#include "runtime/runtime_impl.hpp"
+#include "test_util.hpp"
+#include "uring/ring.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <memory>
+#include <stop_token>
+#include <sys/socket.h>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using namespace cowq::net;
+using cowq::test::open_fds;
+using cowq::test::wait_until;
+
+namespace {
+
+const tcp_endpoint kLoopback{asio::ip::make_address("127.0.0.1"), 0};
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed) & 0xff);
+  return v;
+}
+
+enum class mode { multishot, per_recv, own_buffer };
+
+const char* name_of(mode m) {
+  switch (m) {
+    case mode::multishot: return "multishot";
+    case mode::per_recv: return "per_recv";
+    case mode::own_buffer: return "own_buffer";
+  }
+  return "?";
+}
+
+// Switches the kernel features a receiver looks at, for one test: set
+// before the test's runtime starts its threads and put back after they are
+// joined, so no worker reads them while they change.
+class feature_override {
+ public:
+  explicit feature_override(mode m) {
+    cowq::detail::ring probe(8);  // the features are probed with the first ring
+    auto& f = const_cast<cowq::detail::ring_features&>(cowq::detail::ring::features());
+    saved_ = f;
+    supported_ = f.buf_ring && (m != mode::multishot || f.multishot_recv);
+    if (m == mode::per_recv) f.multishot_recv = false;
+    if (m == mode::own_buffer) f.buf_ring = f.multishot_recv = false;
+  }
+  ~feature_override() { const_cast<cowq::detail::ring_features&>(cowq::detail::ring::features()) = saved_; }
+  // Whether the kernel has what the mode needs (own_buffer needs nothing).
+  bool supported(mode m) const { return m == mode::own_buffer || supported_; }
+
+ private:
+  cowq::detail::ring_features saved_;
+  bool supported_ = false;
+};
+
+// One pool does everything: the receivers share its buffers.
+cowq::runtime_options one_cpu(unsigned count, unsigned size) {
+  cowq::runtime_options o;
+  o.cpus = {cowq::test::first_allowed_cpu()};
+  o.recv_buffers.count = count;
+  o.recv_buffers.size = size;
+  return o;
+}
+
+// Echoes through a receiver until end of stream; returns bytes echoed.
+cowq::task<std::size_t> echo(stream s) {
+  receiver rx(s);
+  std::size_t total = 0;
+  for (;;) {
+    auto r = co_await rx.recv();
+    if (!r || r.value.empty()) break;
+    auto w = co_await s.send_all(r.value.data());
+    if (!w) break;
+    total += r.value.size();
+  }
+  co_return total;
+}
+
+// Sends data, reads the echo back, checks every byte, then closes.
+cowq::task<bool> client(tcp_endpoint ep, std::vector<std::byte> data) {
+  auto c = co_await connect(ep);
+  if (!c) co_return false;
+  stream s = std::move(c.value);
+  std::vector<std::byte> back(data.size());
+  std::size_t sent = 0, got = 0;
+  while (got < data.size()) {
+    if (sent < data.size()) {
+      const auto n = std::min<std::size_t>(8192, data.size() - sent);
+      if (!co_await s.send_all(std::span(data).subspan(sent, n))) co_return false;
+      sent += n;
+    }
+    while (got < sent) {
+      auto r = co_await s.recv(std::span(back).subspan(got, sent - got));
+      if (!r || r.value == 0) co_return false;
+      got += r.value;
+    }
+  }
+  co_return back == data;
+}
+
+class receiver_modes : public ::testing::TestWithParam<mode> {};
+
+// Tiny buffers shared by many connections: receives end for want of a
+// buffer (ENOBUFS) and resume when one comes back, over and over.
+TEST_P(receiver_modes, echo_through_few_small_buffers_keeps_every_byte) {
+  feature_override fo(GetParam());
+  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
+  const int fds_before = open_fds();
+  {
+    cowq::runtime rt(one_cpu(16, 256));
+    auto l = tcp_listener::bind(kLoopback);
+    constexpr int kConns = 24;
+    std::atomic<std::size_t> echoed{0};
+    auto serve = [&]() -> cowq::task<void> {
+      for (int i = 0; i < kConns; ++i) {
+        auto c = co_await l.accept();
+        if (!c) continue;
+        rt.system_wq().spawn([](stream s, std::atomic<std::size_t>* e) -> cowq::task<void> {
+          e->fetch_add(co_await echo(std::move(s)));
+        }(std::move(c.value), &echoed));
+      }
+    };
+    rt.system_wq().spawn(cowq::test::run(serve));
+    auto all = [&]() -> cowq::task<int> {
+      std::vector<cowq::task<bool>> clients;
+      for (int i = 0; i < kConns; ++i)
+        clients.push_back(client(l.local_endpoint(), pattern(50000 + 977 * i, static_cast<unsigned>(i))));
+      int ok = 0;
+      for (bool b : co_await cowq::when_all(std::move(clients))) ok += b ? 1 : 0;
+      co_return ok;
+    };
+    EXPECT_EQ(cowq::sync_wait(rt, all()), kConns);
+    std::size_t expected = 0;
+    for (int i = 0; i < kConns; ++i) expected += 50000 + 977 * i;
+    ASSERT_TRUE(wait_until([&] { return echoed.load() == expected; })) << echoed.load();
+    ASSERT_TRUE(wait_until([&] { return rt.stats().live_coroutines == 0; }));
+  }
+  EXPECT_EQ(open_fds(), fds_before);
+}
+
+TEST_P(receiver_modes, end_of_stream_is_an_empty_buffer_every_time) {
+  feature_override fo(GetParam());
+  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    receiver rx(a.value);
+    EXPECT_TRUE(co_await c.value.send_all(as_bytes("last words")));
+    EXPECT_TRUE(co_await c.value.shutdown(SHUT_WR));
+    std::string got;
+    for (;;) {
+      auto r = co_await rx.recv();
+      EXPECT_TRUE(r) << r.error.message();
+      if (!r || r.value.empty()) break;
+      got.append(reinterpret_cast<const char*>(r.value.data().data()), r.value.size());
+    }
+    EXPECT_EQ(got, "last words");
+    auto again = co_await rx.recv();
+    EXPECT_TRUE(again && again.value.empty());
+  };
+  cowq::sync_wait(rt, t());
+}
+
+TEST_P(receiver_modes, timeout_and_stop_lose_no_bytes) {
+  feature_override fo(GetParam());
+  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  std::stop_source src;
+  std::atomic<bool> waiting{false};
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    receiver rx(a.value);
+    auto r = co_await rx.recv(30ms);  // nothing sent yet
+    EXPECT_EQ(r.error, std::errc::timed_out);
+    waiting = true;
+    r = co_await rx.recv(src.get_token());
+    EXPECT_EQ(r.error, std::errc::operation_canceled);
+    EXPECT_TRUE(co_await c.value.send_all(as_bytes("after")));
+    r = co_await rx.recv(5s);
+    EXPECT_TRUE(r) << r.error.message();
+    if (r) {
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>(r.value.data().data()), r.value.size()), "after");
+    }
+  };
+  std::thread stopper([&] {
+    EXPECT_TRUE(wait_until([&] { return waiting.load(); }));
+    src.request_stop();
+  });
+  cowq::sync_wait(rt, t());
+  stopper.join();
+}
+
+TEST_P(receiver_modes, peer_reset_is_an_error_not_a_crash) {
+  feature_override fo(GetParam());
+  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    receiver rx(a.value);
+    linger lg{1, 0};
+    ::setsockopt(c.value.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    c.value = stream();  // RST instead of FIN
+    auto r = co_await rx.recv(10s);
+    EXPECT_TRUE(!r || r.value.empty());
+    if (!r) {
+      EXPECT_EQ(r.error.value(), ECONNRESET) << r.error.message();
+    }
+  };
+  cowq::sync_wait(rt, t());
+}
+
+INSTANTIATE_TEST_SUITE_P(receiver, receiver_modes,
+                         ::testing::Values(mode::multishot, mode::per_recv, mode::own_buffer),
+                         [](const auto& info) { return std::string(name_of(info.param)); });
+
+bool has_shared_buffers() { return cowq::detail::ring::features().buf_ring; }
+
+cowq::detail::pool& the_pool(cowq::runtime& rt) { return *rt.impl().bound_[0][0]; }
+
+// A connection whose bytes nobody reads ends up holding (nearly) all of
+// the pool's buffers: the kernel fills them in bursts faster than the
+// receiver can cancel its receive. Another connection that needs many
+// buffers at once still gets its bytes, in buffers of its own.
+TEST(receiver, a_reader_that_stops_does_not_stall_the_others) {
+  { cowq::detail::ring probe(8); }
+  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+  // 1024 buffers of 256 bytes (256 KiB), a backlog limit of 64; the flood
+  // is four times what the buffers hold.
+  cowq::runtime rt(one_cpu(1024, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  const auto flood = pattern(1 << 20, 3);
+  std::atomic<cowq::detail::recv_state*> flooded{nullptr};
+  cowq::event read_now;
+  auto t = [&]() -> cowq::task<bool> {
+    auto c1 = co_await connect(l.local_endpoint());
+    auto a1 = co_await l.accept();
+    receiver rx1(a1.value);
+    std::thread flooder([&, fd = c1.value.native_handle()] {
+      std::size_t off = 0;
+      while (off < flood.size()) {
+        const ssize_t n = ::send(fd, flood.data() + off, flood.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        off += static_cast<std::size_t>(n);
+      }
+    });
+    std::vector<std::byte> got;
+    {
+      auto first = co_await rx1.recv(10s);  // arms the receive
+      EXPECT_TRUE(first && !first.value.empty());
+      if (first) got.assign(first.value.data().begin(), first.value.data().end());
+    }
+    flooded = cowq::detail::receiver_access::state(rx1);
+    co_await read_now.wait();
+    // A second connection echoes 64 KiB through the same pool meanwhile.
+    auto c2 = co_await connect(l.local_endpoint());
+    auto a2 = co_await l.accept();
+    receiver rx2(a2.value);
+    const auto data = pattern(64 * 1024, 4);
+    std::vector<std::byte> back;
+    for (std::size_t off = 0; off < data.size(); off += 4096) {
+      EXPECT_TRUE(co_await c2.value.send_all(std::span(data).subspan(off, 4096)));
+      // Each 4 KiB is held whole before it is let go: 16 buffers at once.
+      std::vector<recv_buffer> held;
+      while (back.size() < off + 4096) {
+        auto r = co_await rx2.recv(5s);
+        if (!r || r.value.empty()) {
+          ADD_FAILURE() << "second connection starved: " << r.error.message();
+          ::shutdown(c1.value.native_handle(), SHUT_RDWR);
+          flooder.join();
+          co_return false;
+        }
+        back.insert(back.end(), r.value.data().begin(), r.value.data().end());
+        held.push_back(std::move(r.value));
+      }
+    }
+    EXPECT_TRUE(back == data);
+    // Then the flood is read in full, in order.
+    while (got.size() < flood.size()) {
+      auto r = co_await rx1.recv(10s);
+      if (!r || r.value.empty()) {
+        ADD_FAILURE() << "flood cut short at " << got.size() << ": " << r.error.message();
+        break;
+      }
+      got.insert(got.end(), r.value.data().begin(), r.value.data().end());
+    }
+    // Unblocks the flooder should the flood have been cut short.
+    ::shutdown(c1.value.native_handle(), SHUT_RDWR);
+    flooder.join();
+    co_return got == flood;
+  };
+  std::thread gate([&] {
+    // The flooded receiver has stopped receiving: its receive is over and
+    // its backlog past its limit.
+    auto& p = the_pool(rt);
+    EXPECT_TRUE(wait_until([&] {
+      cowq::detail::recv_state* s = flooded.load();
+      if (s == nullptr) return false;
+      std::lock_guard g(p.lock_);
+      return !s->armed && !s->cancelling && s->ready_size >= cowq::detail::backlog_limit(s);
+    }));
+    read_now.set();  // even on failure: the test must end, not hang
+  });
+  EXPECT_TRUE(cowq::sync_wait(rt, t()));
+  gate.join();
+}
+
+// Receivers that hold their buffers starve the others, which go on in
+// buffers of their own; every connection finishes with every byte.
+TEST(receiver, starved_receivers_resume_when_buffers_come_back) {
+  { cowq::detail::ring probe(8); }
+  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+  cowq::runtime rt(one_cpu(8, 64));
+  auto l = tcp_listener::bind(kLoopback);
+  constexpr int kConns = 6;
+  constexpr std::size_t kBytes = 4096;
+  cowq::event release;
+  std::atomic<int> done_ok{0};
+  // Each server holds on to its first two buffers until released.
+  auto server = [&](stream s, unsigned seed) -> cowq::task<void> {
+    receiver rx(s);
+    std::vector<std::byte> got;
+    std::vector<recv_buffer> held;
+    while (got.size() < kBytes) {
+      auto r = co_await rx.recv(20s);
+      if (!r || r.value.empty()) break;
+      got.insert(got.end(), r.value.data().begin(), r.value.data().end());
+      if (!release.is_set()) held.push_back(std::move(r.value));
+      if (held.size() == 2) {
+        co_await release.wait();
+        held.clear();
+      }
+    }
+    if (got == pattern(kBytes, seed)) done_ok.fetch_add(1);
+  };
+  auto t = [&]() -> cowq::task<void> {
+    std::vector<stream> clients;
+    cowq::task_group g(rt.system_wq());
+    for (int i = 0; i < kConns; ++i) {
+      auto c = co_await connect(l.local_endpoint());
+      auto a = co_await l.accept();
+      g.spawn(server(std::move(a.value), static_cast<unsigned>(i)));
+      EXPECT_TRUE(co_await c.value.send_all(pattern(kBytes, static_cast<unsigned>(i))));
+      clients.push_back(std::move(c.value));
+    }
+    co_await g.join();
+  };
+  std::thread gate([&] {
+    // 6 receivers holding 2 buffers each would need 12 of the 8: some
+    // starve. Let go once the pool says so.
+    EXPECT_TRUE(wait_until([&] {
+      std::lock_guard g(the_pool(rt).lock_);
+      return !the_pool(rt).starved_recv_.empty();
+    }));
+    release.set();  // even on failure: the test must end, not hang
+  });
+  cowq::sync_wait(rt, t());
+  gate.join();
+  EXPECT_EQ(done_ok.load(), kConns);
+}
+
+// A receiver that runs out of buffers while nobody waits on it is armed
+// again by the next buffer given back: its bytes are waiting when its
+// owner next asks.
+TEST(receiver, a_buffer_given_back_rearms_a_starved_receiver) {
+  { cowq::detail::ring probe(8); }
+  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+  cowq::runtime rt(one_cpu(8, 64));
+  auto l = tcp_listener::bind(kLoopback);
+  auto& p = the_pool(rt);
+  auto locked = [&](auto f) {
+    std::lock_guard g(p.lock_);
+    return f();
+  };
+  std::atomic<cowq::detail::recv_state*> b_state{nullptr};
+  cowq::event b_sent, b_starved, b_refilled;
+  auto t = [&]() -> cowq::task<bool> {
+    auto cb = co_await connect(l.local_endpoint());
+    auto ab = co_await l.accept();
+    receiver rxb(ab.value);
+    EXPECT_TRUE(co_await cb.value.send_all(as_bytes("x")));
+    auto first = co_await rxb.recv(10s);  // B's receive is armed from now on
+    EXPECT_TRUE(first && first.value.size() == 1);
+    first.value.reset();
+    b_state = cowq::detail::receiver_access::state(rxb);
+    // A takes all 8 buffers and holds them.
+    auto ca = co_await connect(l.local_endpoint());
+    auto aa = co_await l.accept();
+    receiver rxa(aa.value);
+    EXPECT_TRUE(co_await ca.value.send_all(pattern(8 * 64, 1)));
+    std::vector<recv_buffer> held;
+    std::size_t got = 0;
+    while (got < 8 * 64) {
+      auto r = co_await rxa.recv(10s);
+      if (!r || r.value.empty()) co_return false;
+      got += r.value.size();
+      held.push_back(std::move(r.value));
+    }
+    // B's bytes arrive with no buffer left and no recv waiting on B.
+    EXPECT_TRUE(co_await cb.value.send_all(pattern(64, 2)));
+    b_sent.set();
+    co_await b_starved.wait();
+    held.clear();  // gives A's 8 buffers back
+    co_await b_refilled.wait();
+    auto r = co_await rxb.recv(10s);
+    co_return r && std::vector<std::byte>(r.value.data().begin(), r.value.data().end()) == pattern(64, 2);
+  };
+  std::thread gate([&] {
+    // Failures are expected, not asserted: the events must be set for the
+    // test to end rather than hang.
+    EXPECT_TRUE(wait_until([&] { return b_sent.is_set(); }));
+    auto* s = b_state.load();
+    EXPECT_TRUE(wait_until([&] { return locked([&] { return s->starved && !s->armed; }); }));
+    b_starved.set();
+    // Re-armed by the buffers coming back, B's receive takes its bytes.
+    EXPECT_TRUE(wait_until([&] { return locked([&] { return s->ready_size == 1; }); }));
+    b_refilled.set();
+  });
+  EXPECT_TRUE(cowq::sync_wait(rt, t()));
+  gate.join();
+}
+
+// Closing a receiver gives back what it held and what arrives afterwards.
+TEST(receiver, a_closed_receiver_gives_every_buffer_back) {
+  { cowq::detail::ring probe(8); }
+  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+  cowq::runtime rt(one_cpu(8, 64));
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<bool> {
+    auto c1 = co_await connect(l.local_endpoint());
+    auto a1 = co_await l.accept();
+    {
+      receiver rx(a1.value);
+      EXPECT_TRUE(co_await c1.value.send_all(pattern(4 * 64, 1)));
+      auto r = co_await rx.recv(10s);
+      EXPECT_TRUE(r && !r.value.empty());
+    }  // closed with chunks in its backlog and its receive armed
+    // All 8 buffers must be free again: a second connection holds 8.
+    auto c2 = co_await connect(l.local_endpoint());
+    auto a2 = co_await l.accept();
+    receiver rx2(a2.value);
+    const auto data = pattern(8 * 64, 2);
+    std::vector<recv_buffer> held;
+    std::vector<std::byte> got;
+    EXPECT_TRUE(co_await c2.value.send_all(data));
+    while (got.size() < data.size()) {
+      auto r = co_await rx2.recv(10s);
+      if (!r || r.value.empty()) co_return false;
+      got.insert(got.end(), r.value.data().begin(), r.value.data().end());
+      held.push_back(std::move(r.value));
+    }
+    co_return got == data;
+  };
+  EXPECT_TRUE(cowq::sync_wait(rt, t()));
+}
+
+TEST(receiver, recv_on_another_pool_is_refused) {
+  { cowq::detail::ring probe(8); }
+  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<bool> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    receiver rx(a.value);
+    EXPECT_TRUE(co_await c.value.send_all(as_bytes("x")));
+    auto r = co_await rx.recv(10s);
+    EXPECT_TRUE(r);
+    co_await cowq::schedule_on(rt.system_highpri_wq());
+    try {
+      (void)co_await rx.recv(10s);
+    } catch (const std::logic_error& e) {
+      co_return std::string(e.what()).find("pool of its first recv") != std::string::npos;
+    }
+    co_return false;
+  };
+  EXPECT_TRUE(cowq::sync_wait(rt, t()));
+}
+
+TEST(receiver, shutdown_ends_a_waiting_recv) {
+  { cowq::detail::ring probe(8); }
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  std::atomic<bool> waiting{false}, ended{false};
+  std::error_code error;
+  stream keep;
+  auto t = [&]() -> cowq::task<void> {
+    auto c = co_await connect(l.local_endpoint());
+    auto a = co_await l.accept();
+    keep = std::move(c.value);
+    receiver rx(a.value);
+    waiting = true;
+    auto r = co_await rx.recv();
+    error = r.error;
+    ended = true;
+  };
+  rt.system_wq().spawn(cowq::test::run(t));
+  ASSERT_TRUE(wait_until([&] { return waiting.load(); }));
+  rt.shutdown();
+  EXPECT_TRUE(ended.load());
+  EXPECT_EQ(error, std::errc::operation_canceled);
+}
+
+TEST(receiver, bad_buffer_options_are_refused) {
+  cowq::runtime_options o;
+  o.recv_buffers.count = 1000;
+  EXPECT_THROW(cowq::runtime{o}, std::invalid_argument);
+  o.recv_buffers.count = 1024;
+  o.recv_buffers.size = 0;
+  EXPECT_THROW(cowq::runtime{o}, std::invalid_argument);
+}
+
+}  // namespace
