@@ -159,10 +159,12 @@ class recv_awaitable : public io_awaitable {
 // outlive it, and it must not outlive the runtime. Receiving directly on
 // the stream meanwhile would take bytes out of order.
 //
-// Bytes that arrived and were not taken yet wait in the receiver, up to a
-// sixteenth of the pool's buffers; beyond that it stops receiving until
+// Bytes that arrived and were not taken yet wait in the receiver; once a
+// sixteenth of the pool's buffers wait there it stops receiving until
 // they are taken, and TCP holds the peer back. When the pool's buffers run
-// out, receivers wait for one to be given back.
+// out, a receiver with a recv waiting receives into buffers of its own
+// (malloc) until some are given back: no connection waits on another's
+// reader. See docs/io.md, "Receiving into shared buffers".
 class receiver {
  public:
   receiver() noexcept = default;

@@ -6,12 +6,15 @@
 // is under the home pool's lock except where noted.
 //
 // The receive stays armed while the receiver's backlog (chunks received,
-// not yet taken) is short. Past backlog_limit() it is cancelled, so one
-// connection whose data nobody reads cannot take all of the pool's
-// buffers; TCP's window then holds the peer back, and the next recv that
-// finds the backlog half gone arms it again. When the pool runs out of
-// buffers, a receive ends with ENOBUFS and its receiver goes on the pool's
-// starved list; each buffer given back re-arms one of them.
+// not yet taken) is short. Past backlog_limit() it is cancelled, so a
+// connection whose data nobody reads stops taking the pool's buffers (the
+// kernel may fill more in the burst before the cancel lands); TCP's window
+// then holds the peer back, and the next recv that finds the backlog half
+// gone arms it again. When the pool runs out of buffers, a receive ends
+// with ENOBUFS and its receiver goes on the pool's starved list; each
+// buffer given back re-arms one of them. A starved receiver with a recv
+// waiting receives into a malloc'd buffer of its own meanwhile, so that no
+// connection waits on another's reader.
 #include "multishot_recv.hpp"
 
 #include "../log/log.hpp"
@@ -35,19 +38,25 @@ std::uint64_t receive_ud(recv_state* s) noexcept {
   return reinterpret_cast<std::uint64_t>(s) | kUdSharedTag | kUdRecvBit;
 }
 
-void push_ready(recv_state* s, recv_chunk c) {
+// False when the backlog could not grow (out of memory).
+bool push_ready(recv_state* s, recv_chunk c) noexcept {
   if (s->ready_size == s->ready.size()) {
     // Full: unroll into a vector twice the size.
-    std::vector<recv_chunk> grown;
-    grown.reserve(std::max<std::size_t>(8, s->ready.size() * 2));
-    for (std::size_t i = 0; i < s->ready_size; ++i)
-      grown.push_back(s->ready[(s->ready_head + i) % s->ready.size()]);
-    grown.resize(grown.capacity());
-    s->ready = std::move(grown);
-    s->ready_head = 0;
+    try {
+      std::vector<recv_chunk> grown;
+      grown.reserve(std::max<std::size_t>(8, s->ready.size() * 2));
+      for (std::size_t i = 0; i < s->ready_size; ++i)
+        grown.push_back(s->ready[(s->ready_head + i) % s->ready.size()]);
+      grown.resize(grown.capacity());
+      s->ready = std::move(grown);
+      s->ready_head = 0;
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
   }
   s->ready[(s->ready_head + s->ready_size) % s->ready.size()] = c;
   ++s->ready_size;
+  return true;
 }
 
 recv_chunk pop_ready(recv_state* s) noexcept {
@@ -332,9 +341,15 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
       if (s->closed) {
         release_locked(p, c);
       } else if (!deliver_locked(s, c)) {
-        push_ready(s, c);
-        // A backlog nobody takes: stop taking the pool's buffers for it.
-        if (s->ready_size >= backlog_limit(s) && s->armed && !s->cancelling) send_cancel_locked(s);
+        if (!push_ready(s, c)) {
+          // Bytes lost: the stream is broken, and its reader must hear so.
+          release_locked(p, c);
+          s->error = ENOMEM;
+          if (s->armed && !s->cancelling) send_cancel_locked(s);
+        } else if (s->ready_size >= backlog_limit(s) && s->armed && !s->cancelling) {
+          // A backlog nobody takes: stop taking the pool's buffers for it.
+          send_cancel_locked(s);
+        }
       }
     } else if (has_buffer || own != nullptr) {
       release_locked(p, c);
