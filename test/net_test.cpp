@@ -29,13 +29,8 @@ using cowq::test::wait_until;
 
 namespace {
 
-const tcp_endpoint kLoopback{asio::ip::make_address("127.0.0.1"), 0};
-
-std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
-  std::vector<std::byte> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed) & 0xff);
-  return v;
-}
+const tcp_endpoint& kLoopback = cowq::test::loopback;
+using cowq::test::pattern;
 
 // Echoes until the peer closes or an error; returns bytes echoed.
 cowq::task<std::size_t> echo(stream s) {

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cerrno>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <sys/socket.h>
 #include <thread>
@@ -28,13 +29,8 @@ using cowq::test::wait_until;
 
 namespace {
 
-const tcp_endpoint kLoopback{asio::ip::make_address("127.0.0.1"), 0};
-
-std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
-  std::vector<std::byte> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed) & 0xff);
-  return v;
-}
+const tcp_endpoint& kLoopback = cowq::test::loopback;
+using cowq::test::pattern;
 
 enum class mode { multishot, per_recv, own_buffer };
 
@@ -114,13 +110,21 @@ cowq::task<bool> client(tcp_endpoint ep, std::vector<std::byte> data) {
   co_return back == data;
 }
 
-class receiver_modes : public ::testing::TestWithParam<mode> {};
+// Runs a test in each mode; skips the modes this kernel cannot run.
+class receiver_modes : public ::testing::TestWithParam<mode> {
+ protected:
+  void SetUp() override {
+    features_.emplace(GetParam());
+    if (!features_->supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
+  }
+  // Outlives the test body, so the test's runtime is joined before the
+  // features are put back.
+  std::optional<feature_override> features_;
+};
 
 // Tiny buffers shared by many connections: receives end for want of a
 // buffer (ENOBUFS) and resume when one comes back, over and over.
 TEST_P(receiver_modes, echo_through_few_small_buffers_keeps_every_byte) {
-  feature_override fo(GetParam());
-  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
   const int fds_before = open_fds();
   {
     cowq::runtime rt(one_cpu(16, 256));
@@ -155,8 +159,6 @@ TEST_P(receiver_modes, echo_through_few_small_buffers_keeps_every_byte) {
 }
 
 TEST_P(receiver_modes, end_of_stream_is_an_empty_buffer_every_time) {
-  feature_override fo(GetParam());
-  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<void> {
@@ -180,8 +182,6 @@ TEST_P(receiver_modes, end_of_stream_is_an_empty_buffer_every_time) {
 }
 
 TEST_P(receiver_modes, timeout_and_stop_lose_no_bytes) {
-  feature_override fo(GetParam());
-  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   std::stop_source src;
@@ -211,8 +211,6 @@ TEST_P(receiver_modes, timeout_and_stop_lose_no_bytes) {
 }
 
 TEST_P(receiver_modes, peer_reset_is_an_error_not_a_crash) {
-  feature_override fo(GetParam());
-  if (!fo.supported(GetParam())) GTEST_SKIP() << "kernel without " << name_of(GetParam());
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<void> {
@@ -235,7 +233,14 @@ INSTANTIATE_TEST_SUITE_P(receiver, receiver_modes,
                          ::testing::Values(mode::multishot, mode::per_recv, mode::own_buffer),
                          [](const auto& info) { return std::string(name_of(info.param)); });
 
-bool has_shared_buffers() { return cowq::detail::ring::features().buf_ring; }
+// For the tests of what only shared buffers do: skips on kernels without.
+class receiver_shared : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cowq::detail::ring probe(8);  // the features are probed with the first ring
+    if (!cowq::detail::ring::features().buf_ring) GTEST_SKIP() << "kernel without provided buffer rings";
+  }
+};
 
 cowq::detail::pool& the_pool(cowq::runtime& rt) { return *rt.impl().bound_[0][0]; }
 
@@ -243,9 +248,7 @@ cowq::detail::pool& the_pool(cowq::runtime& rt) { return *rt.impl().bound_[0][0]
 // the pool's buffers: the kernel fills them in bursts faster than the
 // receiver can cancel its receive. Another connection that needs many
 // buffers at once still gets its bytes, in buffers of its own.
-TEST(receiver, a_reader_that_stops_does_not_stall_the_others) {
-  { cowq::detail::ring probe(8); }
-  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+TEST_F(receiver_shared, a_reader_that_stops_does_not_stall_the_others) {
   // 1024 buffers of 256 bytes (256 KiB), a backlog limit of 64; the flood
   // is four times what the buffers hold.
   cowq::runtime rt(one_cpu(1024, 256));
@@ -328,9 +331,7 @@ TEST(receiver, a_reader_that_stops_does_not_stall_the_others) {
 
 // Receivers that hold their buffers starve the others, which go on in
 // buffers of their own; every connection finishes with every byte.
-TEST(receiver, starved_receivers_resume_when_buffers_come_back) {
-  { cowq::detail::ring probe(8); }
-  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+TEST_F(receiver_shared, starved_receivers_resume_when_buffers_come_back) {
   cowq::runtime rt(one_cpu(8, 64));
   auto l = tcp_listener::bind(kLoopback);
   constexpr int kConns = 6;
@@ -383,9 +384,7 @@ TEST(receiver, starved_receivers_resume_when_buffers_come_back) {
 // A receiver that runs out of buffers while nobody waits on it is armed
 // again by the next buffer given back: its bytes are waiting when its
 // owner next asks.
-TEST(receiver, a_buffer_given_back_rearms_a_starved_receiver) {
-  { cowq::detail::ring probe(8); }
-  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+TEST_F(receiver_shared, a_buffer_given_back_rearms_a_starved_receiver) {
   cowq::runtime rt(one_cpu(8, 64));
   auto l = tcp_listener::bind(kLoopback);
   auto& p = the_pool(rt);
@@ -442,9 +441,7 @@ TEST(receiver, a_buffer_given_back_rearms_a_starved_receiver) {
 }
 
 // Closing a receiver gives back what it held and what arrives afterwards.
-TEST(receiver, a_closed_receiver_gives_every_buffer_back) {
-  { cowq::detail::ring probe(8); }
-  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+TEST_F(receiver_shared, a_closed_receiver_gives_every_buffer_back) {
   cowq::runtime rt(one_cpu(8, 64));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<bool> {
@@ -475,9 +472,7 @@ TEST(receiver, a_closed_receiver_gives_every_buffer_back) {
   EXPECT_TRUE(cowq::sync_wait(rt, t()));
 }
 
-TEST(receiver, recv_on_another_pool_is_refused) {
-  { cowq::detail::ring probe(8); }
-  if (!has_shared_buffers()) GTEST_SKIP() << "kernel without provided buffer rings";
+TEST_F(receiver_shared, recv_on_another_pool_is_refused) {
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<bool> {

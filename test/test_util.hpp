@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <thread>
+#include <vector>
 
 #include <cowq/net.hpp>
 #include <cowq/task.hpp>
@@ -38,6 +39,17 @@ inline cowq::task<void> recv_one_byte(int fd, std::atomic<bool>& got) {
   std::byte buf[16];
   auto r = co_await s.recv(buf);
   got = r && r.value == 1;
+}
+
+// 127.0.0.1, a port the kernel picks.
+inline const cowq::net::tcp_endpoint loopback{asio::ip::make_address("127.0.0.1"), 0};
+
+// n bytes that differ with seed and position: an echo that drops,
+// reorders or mixes up bytes between connections shows.
+inline std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed) & 0xff);
+  return v;
 }
 
 // Generous: the machine is shared and the sanitizers slow everything down.

@@ -71,6 +71,12 @@ struct io_op : resume_node {
   // canceller must not look at it.
   bool multishot_waiting_ = false;
 };
+// How an operation that a shared request may serve (multishot accept or
+// receive) starts, decided under that request's pool lock: done (the
+// result is in), waiting (for the request's next completion; the op may
+// already be resuming on another worker), or with a request of its own.
+enum class shared_start : std::uint8_t { done, waiting, own_request };
+
 inline constexpr std::uint32_t op_submitted = 1;
 inline constexpr std::uint32_t op_cancel_requested = 2;
 
@@ -141,6 +147,26 @@ class [[nodiscard]] io_awaitable {
   }
 
  protected:
+  // await_suspend for an operation a shared request may serve: start(op,
+  // timeout) decides how it starts. Returns await_suspend's answer, or
+  // nullopt when the op needs a request of its own.
+  template <typename Start>
+  std::optional<bool> suspend_shared(std::coroutine_handle<> h, Start&& start) {
+    op_.handle_ = h;
+    // Registered first, as for any operation: see await_suspend above.
+    if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
+    switch (start(&op_, opts_.timeout)) {
+      case detail::shared_start::waiting:
+        return true;  // op_ may already be another worker's: not looked at
+      case detail::shared_start::done:
+        return false;
+      case detail::shared_start::own_request:
+        break;
+    }
+    cancel_.reset();
+    return std::nullopt;
+  }
+
   detail::io_op op_;
   detail::op_args args_;
   io_options opts_;

@@ -52,18 +52,18 @@ void destroy(accept_state* s) {
 
 accept_state* make_accept_state(int fd) { return new accept_state(fd); }
 
-accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout) {
+shared_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout) {
   worker* w = current_worker();
   pwq* q = current_pwq();
-  if (w == nullptr || q == nullptr) return accept_start::single_shot;
+  if (w == nullptr || q == nullptr) return shared_start::own_request;
   pool* p = w->pool_;
-  if (p->io_closed_.load(std::memory_order_relaxed)) return accept_start::single_shot;
+  if (p->io_closed_.load(std::memory_order_relaxed)) return shared_start::own_request;
   std::lock_guard g(p->lock_);
   // Shutdown stores the flag before it takes this lock (cancel_all_io()
   // through cancel_all_sleeps()); the single-shot path then reports it.
-  if (p->io_closed_.load(std::memory_order_relaxed)) return accept_start::single_shot;
+  if (p->io_closed_.load(std::memory_order_relaxed)) return shared_start::own_request;
   if (s->home == nullptr) s->home = p;
-  if (s->home != p || s->waiter != nullptr) return accept_start::single_shot;
+  if (s->home != p || s->waiter != nullptr) return shared_start::own_request;
   op->pool_ = p;
   op->pwq_ = q;
   op->multishot_ = static_cast<shared_request*>(s);
@@ -72,20 +72,20 @@ accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nan
   if (!s->ready.empty()) {
     op->res_ = s->ready.front();
     s->ready.pop_front();
-    return accept_start::done;
+    return shared_start::done;
   }
   if (s->error != 0) {
     op->res_ = -std::exchange(s->error, 0);
-    return accept_start::done;
+    return shared_start::done;
   }
   // A stop requested before we got here was left to us.
   if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested) {
     op->res_ = -ECANCELED;
-    return accept_start::done;
+    return shared_start::done;
   }
   s->wait_locked(op, timeout);
   if (!s->armed) arm_locked(s);
-  return accept_start::waiting;
+  return shared_start::waiting;
 }
 
 void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags) {

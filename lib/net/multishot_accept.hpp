@@ -20,11 +20,12 @@ accept_state* make_accept_state(int fd);
 // On the calling worker: the op either completed at once (res_ set), or
 // waits for the request's next completion, or until timeout (if non-zero)
 // passes: then it completes with -ETIMEDOUT, and a connection arriving
-// later waits for the next accept. Which of the two is decided under the
-// pool lock and returned: once the op waits, another worker may resume its
-// coroutine before this call returns, so the caller must not look at op.
-enum class accept_start { single_shot, done, waiting };
-accept_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout);
+// later waits for the next accept; or it needs a request of its own (off
+// the listener's pool, or another accept waits already). Which is decided
+// under the pool lock and returned: once the op waits, another worker may
+// resume its coroutine before this call returns, so the caller must not
+// look at op.
+shared_start multishot_accept_start(accept_state* s, io_op* op, std::chrono::nanoseconds timeout);
 void multishot_accept_complete(pool& p, accept_state* s, int res, unsigned flags);
 void multishot_accept_close(accept_state* s);
 

@@ -264,16 +264,16 @@ std::size_t fallback_recv_size() noexcept {
   return w != nullptr ? w->pool_->rt_->opts_.recv_buffers.size : 4096;
 }
 
-recv_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanoseconds timeout) {
+shared_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanoseconds timeout) {
   worker* w = current_worker();
   pwq* q = current_pwq();
   // Off a worker, the fallback's submit_op() says what is wrong.
-  if (w == nullptr || q == nullptr || !ring::features().buf_ring) return recv_start::fallback;
+  if (w == nullptr || q == nullptr || !ring::features().buf_ring) return shared_start::own_request;
   pool* p = w->pool_;
   buffer_ring* b = p->recv_buffers();
   if (b == nullptr) {
     op->res_ = -p->bufs_error_;
-    return recv_start::done;
+    return shared_start::done;
   }
   std::lock_guard g(p->lock_);
   if (s->home == nullptr) {
@@ -285,7 +285,7 @@ recv_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanosecon
                            "(pool " + s->home->name_ + "), not on pool " + p->name_);
   if (s->waiter != nullptr) {
     op->res_ = -EBUSY;  // two recvs at once on one receiver
-    return recv_start::done;
+    return shared_start::done;
   }
   op->pool_ = p;
   op->pwq_ = q;
@@ -295,28 +295,28 @@ recv_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanosecon
   if (s->ready_size != 0) {
     complete_with_chunk(s, op, pop_ready(s));
     maybe_arm_locked(s);
-    return recv_start::done;
+    return shared_start::done;
   }
   if (s->error != 0) {
     op->res_ = -std::exchange(s->error, 0);
-    return recv_start::done;
+    return shared_start::done;
   }
   if (s->eof) {
     op->res_ = 0;
-    return recv_start::done;
+    return shared_start::done;
   }
   if (p->io_closed_.load(std::memory_order_relaxed)) {
     op->res_ = -ECANCELED;
-    return recv_start::done;
+    return shared_start::done;
   }
   // A stop requested before we got here was left to us.
   if (op->state_.fetch_or(op_submitted, std::memory_order_acq_rel) & op_cancel_requested) {
     op->res_ = -ECANCELED;
-    return recv_start::done;
+    return shared_start::done;
   }
   s->wait_locked(op, timeout);
   maybe_arm_locked(s);
-  return recv_start::waiting;
+  return shared_start::waiting;
 }
 
 void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bool cancel) {

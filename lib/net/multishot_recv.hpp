@@ -98,15 +98,13 @@ inline std::size_t backlog_limit(const recv_state* s) noexcept {
   return std::max<std::size_t>(4, s->bufs->count_ / 16);
 }
 
-// What the awaitable does, decided under the home pool's lock.
-enum class recv_start { done, waiting, fallback };
 // On the calling worker. done: op's result (and cqe_flags_, for a buffer)
 // is in. waiting: op waits for the next completion (or its timeout); it
 // may already be resuming on another worker, so the caller must not look
-// at it. fallback: the kernel has no provided buffers; the caller receives
-// with a request of its own. Throws std::logic_error when awaited on
-// another pool than the receiver's first recv was.
-recv_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanoseconds timeout);
+// at it. own_request: the kernel has no provided buffers, or this is not a
+// worker; the caller makes a request of its own. Throws std::logic_error
+// when awaited on another pool than the receiver's first recv was.
+shared_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanoseconds timeout);
 // L(p) held, from the reaper: a completion of s's receive (cancel false)
 // or of our cancel of it (cancel true).
 void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bool cancel);

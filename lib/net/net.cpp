@@ -146,18 +146,10 @@ accept_awaitable::accept_awaitable(int fd, io_options opts, detail::accept_state
 
 bool accept_awaitable::await_suspend(std::coroutine_handle<> h) {
   if (multishot_ != nullptr) {
-    op_.handle_ = h;
-    // Registered first, as for any operation: see io_awaitable.
-    if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
-    switch (detail::multishot_accept_start(multishot_, &op_, opts_.timeout)) {
-      case detail::accept_start::waiting:
-        return true;  // op_ may already be another worker's: not looked at
-      case detail::accept_start::done:
-        return false;
-      case detail::accept_start::single_shot:
-        break;
-    }
-    cancel_.reset();
+    auto start = [this](detail::io_op* op, std::chrono::nanoseconds timeout) {
+      return detail::multishot_accept_start(multishot_, op, timeout);
+    };
+    if (auto r = suspend_shared(h, start)) return *r;
   }
   return io_awaitable::await_suspend(h);
 }
@@ -178,18 +170,10 @@ recv_awaitable::~recv_awaitable() { std::free(own_); }
 
 bool recv_awaitable::await_suspend(std::coroutine_handle<> h) {
   if (state_ != nullptr) {
-    op_.handle_ = h;
-    // Registered first, as for any operation: see io_awaitable.
-    if (opts_.stop.stop_possible()) cancel_.emplace(opts_.stop, detail::op_canceller{&op_});
-    switch (detail::multishot_recv_start(state_, &op_, opts_.timeout)) {
-      case detail::recv_start::waiting:
-        return true;  // op_ may already be another worker's: not looked at
-      case detail::recv_start::done:
-        return false;
-      case detail::recv_start::fallback:
-        break;
-    }
-    cancel_.reset();
+    auto start = [this](detail::io_op* op, std::chrono::nanoseconds timeout) {
+      return detail::multishot_recv_start(state_, op, timeout);
+    };
+    if (auto r = suspend_shared(h, start)) return *r;
   }
   // A request of its own, into a buffer of its own that the result takes.
   const std::size_t n = detail::fallback_recv_size();
