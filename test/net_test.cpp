@@ -56,35 +56,14 @@ cowq::task<void> serve(tcp_listener* l, int connections, std::atomic<std::size_t
   }
 }
 
-// Sends data and reads back the echo, checking every byte.
-cowq::task<bool> client(tcp_endpoint ep, std::vector<std::byte> data) {
-  auto c = co_await connect(ep);
-  if (!c) co_return false;
-  stream s = std::move(c.value);
-  std::vector<std::byte> back(data.size());
-  std::size_t sent = 0, got = 0;
-  while (got < data.size()) {
-    if (sent < data.size()) {
-      auto n = std::min<std::size_t>(4096, data.size() - sent);
-      auto w = co_await s.send_all(std::span(data).subspan(sent, n));
-      if (!w) co_return false;
-      sent += n;
-    }
-    while (got < sent) {
-      auto r = co_await s.recv(std::span(back).subspan(got, sent - got));
-      if (!r || r.value == 0) co_return false;
-      got += r.value;
-    }
-  }
-  co_return back == data;
-}
+using cowq::test::echo_client;
 
 TEST(net, tcp_echo_round_trips_every_byte) {
   cowq::runtime rt;
   auto l = tcp_listener::bind(kLoopback);
   std::atomic<std::size_t> echoed{0};
   rt.system_wq().spawn(serve(&l, 1, &echoed));
-  EXPECT_TRUE(cowq::sync_wait(rt, client(l.local_endpoint(), pattern(1 << 20, 7))));
+  EXPECT_TRUE(cowq::sync_wait(rt, echo_client(l.local_endpoint(), pattern(1 << 20, 7))));
   ASSERT_TRUE(wait_until([&] { return echoed.load() == (1u << 20); }));
 }
 
@@ -107,7 +86,7 @@ void run_many_connections(cowq::runtime& rt) {
   auto all = [&]() -> cowq::task<int> {
     std::vector<cowq::task<bool>> clients;
     for (int i = 0; i < kConns; ++i)
-      clients.push_back(client(l.local_endpoint(), pattern(20000 + i, static_cast<unsigned>(i))));
+      clients.push_back(echo_client(l.local_endpoint(), pattern(20000 + i, static_cast<unsigned>(i))));
     int ok = 0;
     for (bool b : co_await cowq::when_all(std::move(clients))) ok += b ? 1 : 0;
     co_return ok;

@@ -88,28 +88,6 @@ cowq::task<std::size_t> echo(stream s) {
   co_return total;
 }
 
-// Sends data, reads the echo back, checks every byte, then closes.
-cowq::task<bool> client(tcp_endpoint ep, std::vector<std::byte> data) {
-  auto c = co_await connect(ep);
-  if (!c) co_return false;
-  stream s = std::move(c.value);
-  std::vector<std::byte> back(data.size());
-  std::size_t sent = 0, got = 0;
-  while (got < data.size()) {
-    if (sent < data.size()) {
-      const auto n = std::min<std::size_t>(8192, data.size() - sent);
-      if (!co_await s.send_all(std::span(data).subspan(sent, n))) co_return false;
-      sent += n;
-    }
-    while (got < sent) {
-      auto r = co_await s.recv(std::span(back).subspan(got, sent - got));
-      if (!r || r.value == 0) co_return false;
-      got += r.value;
-    }
-  }
-  co_return back == data;
-}
-
 // Runs a test in each mode; skips the modes this kernel cannot run.
 class receiver_modes : public ::testing::TestWithParam<mode> {
  protected:
@@ -144,7 +122,7 @@ TEST_P(receiver_modes, echo_through_few_small_buffers_keeps_every_byte) {
     auto all = [&]() -> cowq::task<int> {
       std::vector<cowq::task<bool>> clients;
       for (int i = 0; i < kConns; ++i)
-        clients.push_back(client(l.local_endpoint(), pattern(50000 + 977 * i, static_cast<unsigned>(i))));
+        clients.push_back(cowq::test::echo_client(l.local_endpoint(), pattern(50000 + 977 * i, static_cast<unsigned>(i))));
       int ok = 0;
       for (bool b : co_await cowq::when_all(std::move(clients))) ok += b ? 1 : 0;
       co_return ok;
@@ -162,11 +140,10 @@ TEST_P(receiver_modes, end_of_stream_is_an_empty_buffer_every_time) {
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<void> {
-    auto c = co_await connect(l.local_endpoint());
-    auto a = co_await l.accept();
-    receiver rx(a.value);
-    EXPECT_TRUE(co_await c.value.send_all(as_bytes("last words")));
-    EXPECT_TRUE(co_await c.value.shutdown(SHUT_WR));
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    receiver rx(a);
+    EXPECT_TRUE(co_await c.send_all(as_bytes("last words")));
+    EXPECT_TRUE(co_await c.shutdown(SHUT_WR));
     std::string got;
     for (;;) {
       auto r = co_await rx.recv();
@@ -187,15 +164,14 @@ TEST_P(receiver_modes, timeout_and_stop_lose_no_bytes) {
   std::stop_source src;
   std::atomic<bool> waiting{false};
   auto t = [&]() -> cowq::task<void> {
-    auto c = co_await connect(l.local_endpoint());
-    auto a = co_await l.accept();
-    receiver rx(a.value);
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    receiver rx(a);
     auto r = co_await rx.recv(30ms);  // nothing sent yet
     EXPECT_EQ(r.error, std::errc::timed_out);
     waiting = true;
     r = co_await rx.recv(src.get_token());
     EXPECT_EQ(r.error, std::errc::operation_canceled);
-    EXPECT_TRUE(co_await c.value.send_all(as_bytes("after")));
+    EXPECT_TRUE(co_await c.send_all(as_bytes("after")));
     r = co_await rx.recv(5s);
     EXPECT_TRUE(r) << r.error.message();
     if (r) {
@@ -214,12 +190,11 @@ TEST_P(receiver_modes, peer_reset_is_an_error_not_a_crash) {
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<void> {
-    auto c = co_await connect(l.local_endpoint());
-    auto a = co_await l.accept();
-    receiver rx(a.value);
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    receiver rx(a);
     linger lg{1, 0};
-    ::setsockopt(c.value.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    c.value = stream();  // RST instead of FIN
+    ::setsockopt(c.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    c = stream();  // RST instead of FIN
     auto r = co_await rx.recv(10s);
     EXPECT_TRUE(!r || r.value.empty());
     if (!r) {
@@ -257,10 +232,9 @@ TEST_F(receiver_shared, a_reader_that_stops_does_not_stall_the_others) {
   std::atomic<cowq::detail::recv_state*> flooded{nullptr};
   cowq::event read_now;
   auto t = [&]() -> cowq::task<bool> {
-    auto c1 = co_await connect(l.local_endpoint());
-    auto a1 = co_await l.accept();
-    receiver rx1(a1.value);
-    std::thread flooder([&, fd = c1.value.native_handle()] {
+    auto [c1, a1] = co_await cowq::test::connected_pair(l);
+    receiver rx1(a1);
+    std::thread flooder([&, fd = c1.native_handle()] {
       std::size_t off = 0;
       while (off < flood.size()) {
         const ssize_t n = ::send(fd, flood.data() + off, flood.size() - off, MSG_NOSIGNAL);
@@ -277,20 +251,19 @@ TEST_F(receiver_shared, a_reader_that_stops_does_not_stall_the_others) {
     flooded = cowq::detail::receiver_access::state(rx1);
     co_await read_now.wait();
     // A second connection echoes 64 KiB through the same pool meanwhile.
-    auto c2 = co_await connect(l.local_endpoint());
-    auto a2 = co_await l.accept();
-    receiver rx2(a2.value);
+    auto [c2, a2] = co_await cowq::test::connected_pair(l);
+    receiver rx2(a2);
     const auto data = pattern(64 * 1024, 4);
     std::vector<std::byte> back;
     for (std::size_t off = 0; off < data.size(); off += 4096) {
-      EXPECT_TRUE(co_await c2.value.send_all(std::span(data).subspan(off, 4096)));
+      EXPECT_TRUE(co_await c2.send_all(std::span(data).subspan(off, 4096)));
       // Each 4 KiB is held whole before it is let go: 16 buffers at once.
       std::vector<recv_buffer> held;
       while (back.size() < off + 4096) {
         auto r = co_await rx2.recv(5s);
         if (!r || r.value.empty()) {
           ADD_FAILURE() << "second connection starved: " << r.error.message();
-          ::shutdown(c1.value.native_handle(), SHUT_RDWR);
+          ::shutdown(c1.native_handle(), SHUT_RDWR);
           flooder.join();
           co_return false;
         }
@@ -309,7 +282,7 @@ TEST_F(receiver_shared, a_reader_that_stops_does_not_stall_the_others) {
       got.insert(got.end(), r.value.data().begin(), r.value.data().end());
     }
     // Unblocks the flooder should the flood have been cut short.
-    ::shutdown(c1.value.native_handle(), SHUT_RDWR);
+    ::shutdown(c1.native_handle(), SHUT_RDWR);
     flooder.join();
     co_return got == flood;
   };
@@ -359,11 +332,10 @@ TEST_F(receiver_shared, starved_receivers_resume_when_buffers_come_back) {
     std::vector<stream> clients;
     cowq::task_group g(rt.system_wq());
     for (int i = 0; i < kConns; ++i) {
-      auto c = co_await connect(l.local_endpoint());
-      auto a = co_await l.accept();
-      g.spawn(server(std::move(a.value), static_cast<unsigned>(i)));
-      EXPECT_TRUE(co_await c.value.send_all(pattern(kBytes, static_cast<unsigned>(i))));
-      clients.push_back(std::move(c.value));
+      auto [c, a] = co_await cowq::test::connected_pair(l);
+      g.spawn(server(std::move(a), static_cast<unsigned>(i)));
+      EXPECT_TRUE(co_await c.send_all(pattern(kBytes, static_cast<unsigned>(i))));
+      clients.push_back(std::move(c));
     }
     co_await g.join();
   };
@@ -395,19 +367,17 @@ TEST_F(receiver_shared, a_buffer_given_back_rearms_a_starved_receiver) {
   std::atomic<cowq::detail::recv_state*> b_state{nullptr};
   cowq::event b_sent, b_starved, b_refilled;
   auto t = [&]() -> cowq::task<bool> {
-    auto cb = co_await connect(l.local_endpoint());
-    auto ab = co_await l.accept();
-    receiver rxb(ab.value);
-    EXPECT_TRUE(co_await cb.value.send_all(as_bytes("x")));
+    auto [cb, ab] = co_await cowq::test::connected_pair(l);
+    receiver rxb(ab);
+    EXPECT_TRUE(co_await cb.send_all(as_bytes("x")));
     auto first = co_await rxb.recv(10s);  // B's receive is armed from now on
     EXPECT_TRUE(first && first.value.size() == 1);
     first.value.reset();
     b_state = cowq::detail::receiver_access::state(rxb);
     // A takes all 8 buffers and holds them.
-    auto ca = co_await connect(l.local_endpoint());
-    auto aa = co_await l.accept();
-    receiver rxa(aa.value);
-    EXPECT_TRUE(co_await ca.value.send_all(pattern(8 * 64, 1)));
+    auto [ca, aa] = co_await cowq::test::connected_pair(l);
+    receiver rxa(aa);
+    EXPECT_TRUE(co_await ca.send_all(pattern(8 * 64, 1)));
     std::vector<recv_buffer> held;
     std::size_t got = 0;
     while (got < 8 * 64) {
@@ -417,7 +387,7 @@ TEST_F(receiver_shared, a_buffer_given_back_rearms_a_starved_receiver) {
       held.push_back(std::move(r.value));
     }
     // B's bytes arrive with no buffer left and no recv waiting on B.
-    EXPECT_TRUE(co_await cb.value.send_all(pattern(64, 2)));
+    EXPECT_TRUE(co_await cb.send_all(pattern(64, 2)));
     b_sent.set();
     co_await b_starved.wait();
     held.clear();  // gives A's 8 buffers back
@@ -445,22 +415,20 @@ TEST_F(receiver_shared, a_closed_receiver_gives_every_buffer_back) {
   cowq::runtime rt(one_cpu(8, 64));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<bool> {
-    auto c1 = co_await connect(l.local_endpoint());
-    auto a1 = co_await l.accept();
+    auto [c1, a1] = co_await cowq::test::connected_pair(l);
     {
-      receiver rx(a1.value);
-      EXPECT_TRUE(co_await c1.value.send_all(pattern(4 * 64, 1)));
+      receiver rx(a1);
+      EXPECT_TRUE(co_await c1.send_all(pattern(4 * 64, 1)));
       auto r = co_await rx.recv(10s);
       EXPECT_TRUE(r && !r.value.empty());
     }  // closed with chunks in its backlog and its receive armed
     // All 8 buffers must be free again: a second connection holds 8.
-    auto c2 = co_await connect(l.local_endpoint());
-    auto a2 = co_await l.accept();
-    receiver rx2(a2.value);
+    auto [c2, a2] = co_await cowq::test::connected_pair(l);
+    receiver rx2(a2);
     const auto data = pattern(8 * 64, 2);
     std::vector<recv_buffer> held;
     std::vector<std::byte> got;
-    EXPECT_TRUE(co_await c2.value.send_all(data));
+    EXPECT_TRUE(co_await c2.send_all(data));
     while (got.size() < data.size()) {
       auto r = co_await rx2.recv(10s);
       if (!r || r.value.empty()) co_return false;
@@ -476,10 +444,9 @@ TEST_F(receiver_shared, recv_on_another_pool_is_refused) {
   cowq::runtime rt(one_cpu(16, 256));
   auto l = tcp_listener::bind(kLoopback);
   auto t = [&]() -> cowq::task<bool> {
-    auto c = co_await connect(l.local_endpoint());
-    auto a = co_await l.accept();
-    receiver rx(a.value);
-    EXPECT_TRUE(co_await c.value.send_all(as_bytes("x")));
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    receiver rx(a);
+    EXPECT_TRUE(co_await c.send_all(as_bytes("x")));
     auto r = co_await rx.recv(10s);
     EXPECT_TRUE(r);
     co_await cowq::schedule_on(rt.system_highpri_wq());
@@ -501,10 +468,9 @@ TEST(receiver, shutdown_ends_a_waiting_recv) {
   std::error_code error;
   stream keep;
   auto t = [&]() -> cowq::task<void> {
-    auto c = co_await connect(l.local_endpoint());
-    auto a = co_await l.accept();
-    keep = std::move(c.value);
-    receiver rx(a.value);
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    keep = std::move(c);
+    receiver rx(a);
     waiting = true;
     auto r = co_await rx.recv();
     error = r.error;

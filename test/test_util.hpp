@@ -10,7 +10,10 @@
 #include <string>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <algorithm>
+#include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <cowq/net.hpp>
@@ -50,6 +53,38 @@ inline std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   std::vector<std::byte> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed) & 0xff);
   return v;
+}
+
+// Connects to ep, sends data in 8 KiB steps, reads the echo of each step
+// back and checks every byte; closes at the end.
+inline cowq::task<bool> echo_client(cowq::net::tcp_endpoint ep, std::vector<std::byte> data) {
+  auto c = co_await cowq::net::connect(ep);
+  if (!c) co_return false;
+  cowq::net::stream s = std::move(c.value);
+  std::vector<std::byte> back(data.size());
+  std::size_t sent = 0, got = 0;
+  while (got < data.size()) {
+    if (sent < data.size()) {
+      const auto n = std::min<std::size_t>(8192, data.size() - sent);
+      if (!co_await s.send_all(std::span(data).subspan(sent, n))) co_return false;
+      sent += n;
+    }
+    while (got < sent) {
+      auto r = co_await s.recv(std::span(back).subspan(got, sent - got));
+      if (!r || r.value == 0) co_return false;
+      got += r.value;
+    }
+  }
+  co_return back == data;
+}
+
+// A connection through l: {the connecting end, the accepted end}.
+inline cowq::task<std::pair<cowq::net::stream, cowq::net::stream>> connected_pair(
+    cowq::net::tcp_listener& l) {
+  auto c = co_await cowq::net::connect(l.local_endpoint());
+  auto a = co_await l.accept();
+  EXPECT_TRUE(c && a) << c.error.message() << " / " << a.error.message();
+  co_return std::pair{std::move(c.value), std::move(a.value)};
 }
 
 // Generous: the machine is shared and the sanitizers slow everything down.
