@@ -219,6 +219,15 @@ class receiver_shared : public ::testing::Test {
 
 cowq::detail::pool& the_pool(cowq::runtime& rt) { return *rt.impl().bound_[0][0]; }
 
+// The stats of the_pool().
+cowq::pool_stats pool_stats_of(cowq::runtime& rt) {
+  const std::string name = the_pool(rt).name_;
+  for (const auto& p : rt.stats().pools)
+    if (p.name == name) return p;
+  ADD_FAILURE() << "no pool " << name << " in the stats";
+  return {};
+}
+
 // A connection whose bytes nobody reads ends up holding (nearly) all of
 // the pool's buffers: the kernel fills them in bursts faster than the
 // receiver can cancel its receive. Another connection that needs many
@@ -351,6 +360,9 @@ TEST_F(receiver_shared, starved_receivers_resume_when_buffers_come_back) {
   cowq::sync_wait(rt, t());
   gate.join();
   EXPECT_EQ(done_ok.load(), kConns);
+  const auto st = pool_stats_of(rt);
+  EXPECT_GT(st.recv_buffer_shortages, 0u) << "nobody received into a buffer of its own";
+  EXPECT_EQ(st.recv_buffers_in_use, 0);
 }
 
 // A receiver that runs out of buffers while nobody waits on it is armed
@@ -435,6 +447,7 @@ TEST_F(receiver_shared, a_closed_receiver_gives_every_buffer_back) {
       got.insert(got.end(), r.value.data().begin(), r.value.data().end());
       held.push_back(std::move(r.value));
     }
+    EXPECT_EQ(pool_stats_of(rt).recv_buffers_in_use, 8);
     co_return got == data;
   };
   EXPECT_TRUE(cowq::sync_wait(rt, t()));

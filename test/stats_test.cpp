@@ -422,6 +422,8 @@ TEST(stats_json, every_field_with_its_name) {
   p.creation_failures = 13;
   p.maydays = 14;
   p.rescued = 15;
+  p.recv_buffers_in_use = -16;
+  p.recv_buffer_shortages = 17;
   s.pools.push_back(p);
   cowq::workqueue_stats w;
   w.name = "db";
@@ -464,7 +466,9 @@ TEST(stats_json, every_field_with_its_name) {
   EXPECT_EQ(jp["creation_failures"].u64(), 13u);
   EXPECT_EQ(jp["maydays"].u64(), 14u);
   EXPECT_EQ(jp["rescued"].u64(), 15u);
-  EXPECT_EQ(jp.members.size(), 21u) << "a field of pool_stats without its test";
+  EXPECT_EQ(jp["recv_buffers_in_use"].i64(), -16);
+  EXPECT_EQ(jp["recv_buffer_shortages"].u64(), 17u);
+  EXPECT_EQ(jp.members.size(), 23u) << "a field of pool_stats without its test";
   ASSERT_EQ((*j)["workqueues"].items.size(), 1u);
   const json& jw = (*j)["workqueues"].items[0];
   EXPECT_EQ(jw["name"].text, "db");

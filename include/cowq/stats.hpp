@@ -30,6 +30,9 @@ struct pool_stats {
   std::uint64_t creation_failures = 0; // worker threads that could not be created
   std::uint64_t maydays = 0;           // calls for a rescuer: work waited, no worker possible
   std::uint64_t rescued = 0;           // items run by a rescuer
+  // net::receiver buffers (runtime_options::recv_buffers):
+  std::int64_t recv_buffers_in_use = 0;      // now: holding bytes not yet given back
+  std::uint64_t recv_buffer_shortages = 0;   // receives into a receiver's own buffer, none being free
 };
 
 struct workqueue_stats {

@@ -123,6 +123,7 @@ void maybe_arm_locked(recv_state* s) {
       s->wake_waiter_locked(-ENOMEM, 0);
       return;
     }
+    ++p->recv_shortages_;
   }
   ring& r = *p->ring_;
   {
@@ -238,6 +239,7 @@ bool buffer_ring::put(std::uint16_t bid) noexcept {
     io_uring_buf_ring_add(br_, data(bid), size_, bid, mask_, 0);
     io_uring_buf_ring_advance(br_, 1);
   }
+  in_use_.fetch_sub(1, std::memory_order_relaxed);
   returned_.fetch_add(1, std::memory_order_seq_cst);
   return starved_.load(std::memory_order_seq_cst);
 }
@@ -247,6 +249,8 @@ buffer_ring* pool::recv_buffers() {
     const auto& o = rt_->opts_.recv_buffers;
     try {
       bufs_ = std::make_unique<buffer_ring>(*this, o.count, o.size);
+      std::lock_guard g(lock_);
+      bufs_set_up_ = bufs_.get();
     } catch (const std::system_error& e) {
       bufs_error_ = e.code().value();
     } catch (const std::bad_alloc&) {
@@ -333,6 +337,7 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
       s->stop_asked = false;
     }
     const bool has_buffer = (flags & IORING_CQE_F_BUFFER) != 0;
+    if (has_buffer) s->bufs->in_use_.fetch_add(1, std::memory_order_relaxed);
     // A receive into our own buffer is single-shot: this is its completion.
     std::byte* own = std::exchange(s->own_buf, nullptr);
     const recv_chunk c{static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),

@@ -52,6 +52,9 @@ struct buffer_ring {
   // so a buffer given back while a receiver starves always re-arms it.
   std::atomic<std::uint64_t> returned_{0};
   std::atomic<bool> starved_{false};
+  // Buffers holding bytes not yet given back: counted up by the reaper for
+  // each completion with a buffer, down by put(). Relaxed: a statistic.
+  std::atomic<std::int64_t> in_use_{0};
 };
 
 // Received bytes: in the pool's buffer bid, or (own non-null) in a buffer

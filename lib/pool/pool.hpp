@@ -230,8 +230,13 @@ struct pool {
   std::unique_ptr<buffer_ring> bufs_;
   int bufs_error_ = 0;
   buffer_ring* recv_buffers();
+  // L: bufs_ once set up, for threads that did not set it up and do not
+  // go through bufs_once_ (stats).
+  buffer_ring* bufs_set_up_ = nullptr;
   // L: receivers whose receive ended for want of a buffer, oldest first.
   std::vector<recv_state*> starved_recv_;
+  // L: receives into a receiver's own buffer, the pool's all being taken.
+  std::uint64_t recv_shortages_ = 0;
 
   pool();
   pool(const pool&) = delete;

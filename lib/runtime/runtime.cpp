@@ -2,6 +2,7 @@
 #include "runtime_impl.hpp"
 
 #include "../log/log.hpp"
+#include "../net/multishot_recv.hpp"
 #include "../net/resolver.hpp"
 #include "stats_server.hpp"
 
@@ -241,6 +242,8 @@ runtime_stats runtime_impl::stats() {
       ps.creation_failures = p->creation_failures_;
       ps.maydays = p->maydays_;
       ps.rescued = p->rescued_;
+      ps.recv_buffer_shortages = p->recv_shortages_;
+      if (p->bufs_set_up_ != nullptr) ps.recv_buffers_in_use = p->bufs_set_up_->in_use_.load(std::memory_order_relaxed);
     }
     ps.io_in_flight = p->inflight_.load(std::memory_order_relaxed);
     s.live_coroutines += p->live_coroutines();
@@ -420,6 +423,8 @@ std::string to_json(const runtime_stats& s) {
     num("creation_failures", p.creation_failures);
     num("maydays", p.maydays);
     num("rescued", p.rescued);
+    num("recv_buffers_in_use", p.recv_buffers_in_use);
+    num("recv_buffer_shortages", p.recv_buffer_shortages);
     close('}');
     out += ',';
   }
