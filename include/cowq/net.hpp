@@ -156,8 +156,10 @@ class recv_awaitable : public io_awaitable {
 // A receiver belongs to the pool of its first recv: recv from a coroutine
 // on another pool throws std::logic_error. One recv at a time (a second
 // one at once gives std::errc::device_or_resource_busy). The stream must
-// outlive it, and it must not outlive the runtime. Receiving directly on
-// the stream meanwhile would take bytes out of order.
+// stay open while the receiver lives (destroy the receiver, then close
+// the stream: the descriptor number could otherwise be reused by another
+// connection under it), and the receiver must not outlive the runtime.
+// Receiving directly on the stream meanwhile would take bytes out of order.
 //
 // Bytes that arrived and were not taken yet wait in the receiver; once a
 // sixteenth of the pool's buffers wait there it stops receiving until
