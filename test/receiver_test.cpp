@@ -204,6 +204,70 @@ TEST_P(receiver_modes, peer_reset_is_an_error_not_a_crash) {
   cowq::sync_wait(rt, t());
 }
 
+// Closing the stream under a receiver stops it: what it received is still
+// taken, then EBADF; a connection that gets the same descriptor number
+// next is not read by it.
+TEST_P(receiver_modes, closing_the_stream_stops_its_receiver) {
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  auto t = [&]() -> cowq::task<void> {
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    receiver rx(a);
+    EXPECT_THROW(receiver{a}, std::logic_error);  // one receiver per stream
+    EXPECT_TRUE(co_await c.send_all(as_bytes("before")));
+    std::string got;
+    while (got.size() < 6) {
+      auto r = co_await rx.recv(10s);
+      if (!r || r.value.empty()) break;
+      got.append(reinterpret_cast<const char*>(r.value.data().data()), r.value.size());
+    }
+    EXPECT_EQ(got, "before");
+    stream moved = std::move(a);  // the receiver follows the stream
+    const int old_fd = moved.native_handle();
+    co_await moved.close();
+    // Most likely the same number, now another connection's.
+    auto [c2, a2] = co_await cowq::test::connected_pair(l);
+    EXPECT_TRUE(co_await c2.send_all(as_bytes("not yours")));
+    EXPECT_TRUE(co_await c.send_all(as_bytes("after")));
+    auto r = co_await rx.recv(10s);
+    EXPECT_EQ(r.error, std::errc::bad_file_descriptor) << "fd " << old_fd << " -> " << a2.native_handle();
+    receiver rx2(a2);
+    std::string other;
+    while (other.size() < 9) {
+      auto r2 = co_await rx2.recv(10s);
+      if (!r2 || r2.value.empty()) break;
+      other.append(reinterpret_cast<const char*>(r2.value.data().data()), r2.value.size());
+    }
+    EXPECT_EQ(other, "not yours");
+  };
+  cowq::sync_wait(rt, t());
+}
+
+// A receiver waiting when its stream goes (another coroutine closed it)
+// hears EBADF rather than waiting for ever.
+TEST_P(receiver_modes, a_waiting_recv_hears_of_the_stream_closing) {
+  if (GetParam() == mode::own_buffer)
+    GTEST_SKIP() << "without shared buffers a waiting recv is a request of its own, which "
+                    "closing the descriptor does not end (as for stream::recv)";
+  cowq::runtime rt(one_cpu(16, 256));
+  auto l = tcp_listener::bind(kLoopback);
+  std::atomic<bool> waiting{false};
+  auto t = [&]() -> cowq::task<void> {
+    auto [c, a] = co_await cowq::test::connected_pair(l);
+    receiver rx(a);
+    cowq::task_group g(rt.system_wq());
+    g.spawn([](stream& s, std::atomic<bool>& w) -> cowq::task<void> {
+      while (!w.load()) co_await cowq::yield();
+      co_await s.close();
+    }(a, waiting));
+    waiting = true;
+    auto r = co_await rx.recv(20s);
+    EXPECT_EQ(r.error, std::errc::bad_file_descriptor) << r.error.message();
+    co_await g.join();
+  };
+  cowq::sync_wait(rt, t());
+}
+
 INSTANTIATE_TEST_SUITE_P(receiver, receiver_modes,
                          ::testing::Values(mode::multishot, mode::per_recv, mode::own_buffer),
                          [](const auto& info) { return std::string(name_of(info.param)); });

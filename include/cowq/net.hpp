@@ -68,6 +68,9 @@ class stream {
  public:
   stream() noexcept = default;
   explicit stream(fd_handle fd) noexcept : fd_(std::move(fd)) {}
+  stream(stream&& o) noexcept;
+  stream& operator=(stream&& o) noexcept;
+  ~stream();
 
   io_awaitable recv(std::span<std::byte> buf, io_options opts = {}) noexcept;
   io_awaitable send(std::span<const std::byte> buf, io_options opts = {}) noexcept;
@@ -78,7 +81,9 @@ class stream {
   io_awaitable writev(std::span<const iovec> iov, io_options opts = {}) noexcept;
   // SHUT_RD, SHUT_WR or SHUT_RDWR.
   io_awaitable shutdown(int how = SHUT_WR, io_options opts = {}) noexcept;
-  // Closes through the ring; the stream no longer owns the descriptor.
+  // Closes through the ring; the stream no longer owns the descriptor. A
+  // receiver of the stream stops receiving (its next recv gives
+  // std::errc::bad_file_descriptor).
   io_awaitable close() noexcept;
 
   int native_handle() const noexcept { return fd_.get(); }
@@ -87,7 +92,15 @@ class stream {
   std::error_code set_nodelay(bool on) noexcept;
 
  private:
+  friend class receiver;
+  // Tells the receiver (if any) that the descriptor is going: it must not
+  // receive on that number again, which another connection may get next.
+  void detach_receiver() noexcept;
+
   fd_handle fd_;
+  // The receiver of this stream, if one lives (it keeps the link both
+  // ways, and the stream carries it along when moved).
+  detail::recv_state* rx_ = nullptr;
 };
 
 // Bytes a receiver received, in one of its pool's shared buffers (or, on
@@ -155,11 +168,13 @@ class recv_awaitable : public io_awaitable {
 //
 // A receiver belongs to the pool of its first recv: recv from a coroutine
 // on another pool throws std::logic_error. One recv at a time (a second
-// one at once gives std::errc::device_or_resource_busy). The stream must
-// stay open while the receiver lives (destroy the receiver, then close
-// the stream: the descriptor number could otherwise be reused by another
-// connection under it), and the receiver must not outlive the runtime.
-// Receiving directly on the stream meanwhile would take bytes out of order.
+// one at once gives std::errc::device_or_resource_busy). A stream has one
+// receiver at a time (a second throws std::logic_error). Closing,
+// destroying or assigning over the stream stops its receiver: bytes
+// already received are still taken, then recv gives
+// std::errc::bad_file_descriptor. The receiver must not outlive the
+// runtime, and receiving directly on the stream meanwhile would take bytes
+// out of order.
 //
 // Bytes that arrived and were not taken yet wait in the receiver; once a
 // sixteenth of the pool's buffers wait there it stops receiving until
@@ -175,11 +190,15 @@ class receiver {
       : fd_(std::exchange(o.fd_, -1)), state_(std::exchange(o.state_, nullptr)) {}
   receiver& operator=(receiver&& o) noexcept;
   ~receiver();
+  receiver(const receiver&) = delete;
+  receiver& operator=(const receiver&) = delete;
 
   recv_awaitable recv(io_options opts = {}) noexcept { return {fd_, state_, std::move(opts)}; }
 
  private:
   friend struct detail::receiver_access;  // tests
+  void close() noexcept;
+
   int fd_ = -1;
   detail::recv_state* state_ = nullptr;  // owned; freed once the kernel is done with it
 };

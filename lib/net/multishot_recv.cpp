@@ -108,6 +108,12 @@ bool deliver_locked(recv_state* s, recv_chunk c) noexcept {
 // receiver's own, so that no connection waits on another's reader.
 void maybe_arm_locked(recv_state* s) {
   if (s->armed || s->cancelling || s->closed || s->eof || s->error != 0) return;
+  if (s->fd_gone) {
+    // Never on that descriptor number again; a recv waiting (with the
+    // backlog empty) hears why.
+    s->wake_waiter_locked(-EBADF, 0);
+    return;
+  }
   if (s->starved && s->waiter == nullptr) return;
   if (!s->starved && s->ready_size > backlog_limit(s) / 2) return;
   pool* p = s->home;
@@ -271,8 +277,13 @@ std::size_t fallback_recv_size() noexcept {
 shared_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanoseconds timeout) {
   worker* w = current_worker();
   pwq* q = current_pwq();
-  // Off a worker, the fallback's submit_op() says what is wrong.
-  if (w == nullptr || q == nullptr || !ring::features().buf_ring) return shared_start::own_request;
+  // Off a worker, the fallback's submit_op() says what is wrong. Without
+  // shared buffers home is never set: only the owner touches the state.
+  if (w == nullptr || q == nullptr || !ring::features().buf_ring) {
+    if (!s->fd_gone) return shared_start::own_request;
+    op->res_ = -EBADF;
+    return shared_start::done;
+  }
   pool* p = w->pool_;
   buffer_ring* b = p->recv_buffers();
   if (b == nullptr) {
@@ -307,6 +318,10 @@ shared_start multishot_recv_start(recv_state* s, io_op* op, std::chrono::nanosec
   }
   if (s->eof) {
     op->res_ = 0;
+    return shared_start::done;
+  }
+  if (s->fd_gone) {
+    op->res_ = -EBADF;
     return shared_start::done;
   }
   if (p->io_closed_.load(std::memory_order_relaxed)) {
@@ -400,6 +415,27 @@ void give_back_buffer(buffer_ring* b, std::uint16_t bid) noexcept {
   }
   // The caller may be any thread: submit now rather than at an item's end.
   p.ring_->submit();
+}
+
+void multishot_recv_fd_gone(recv_state* s) noexcept {
+  s->stream = nullptr;
+  pool* p = s->home;
+  if (p == nullptr) {
+    s->fd_gone = true;  // no request yet: nobody else looks
+    return;
+  }
+  bool submit = false;
+  {
+    std::lock_guard g(p->lock_);
+    s->fd_gone = true;
+    if (s->starved) unstarve_locked(*p, s);
+    if (s->armed && !s->cancelling) {
+      send_cancel_locked(s);
+      submit = true;
+    }
+    maybe_arm_locked(s);  // a recv waiting with nothing armed hears EBADF
+  }
+  if (submit) p->ring_->submit();
 }
 
 void multishot_recv_close(recv_state* s) noexcept {

@@ -8,6 +8,7 @@
 
 namespace cowq::net {
 class receiver;
+class stream;
 }
 
 namespace cowq::detail {
@@ -83,6 +84,13 @@ struct recv_state : shared_request {
   // its next recv can complete another.
   std::byte* handoff = nullptr;
   bool eof = false;             // L(home): the peer closed its side
+  // L(home), or the owner's alone before the first recv set home: the
+  // stream closed its descriptor, whose number another connection may get
+  // next. Nothing is received on it again.
+  bool fd_gone = false;
+  // The stream this receiver reads, null once it is gone. Only its owner
+  // touches it (the stream's and the receiver's, one coroutine at a time).
+  net::stream* stream = nullptr;
   int error = 0;                // L(home): an errno for the next recv
   // L(home): returned_ of the buffers when the receive was armed; an
   // ENOBUFS after a buffer came back since then is worth another try.
@@ -114,6 +122,9 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
 // The receiver is gone: buffers taken back, the receive cancelled, the
 // state freed once the kernel is done with it.
 void multishot_recv_close(recv_state* s) noexcept;
+// The stream's descriptor is going (close, destruction, assignment): s
+// stops receiving; what it received already is still taken.
+void multishot_recv_fd_gone(recv_state* s) noexcept;
 // Gives buffer bid back to b (from any thread, no pool lock held).
 void give_back_buffer(buffer_ring* b, std::uint16_t bid) noexcept;
 // Bytes the fallback receives into, per call.

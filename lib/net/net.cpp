@@ -127,7 +127,28 @@ io_awaitable stream::shutdown(int how, io_options opts) noexcept {
   return {op_args{.code = op_code::shutdown, .fd = fd_.get(), .flags = how}, std::move(opts)};
 }
 
+stream::stream(stream&& o) noexcept : fd_(std::move(o.fd_)), rx_(std::exchange(o.rx_, nullptr)) {
+  if (rx_ != nullptr) rx_->stream = this;
+}
+
+stream& stream::operator=(stream&& o) noexcept {
+  if (this != &o) {
+    detach_receiver();  // this stream's descriptor goes
+    fd_ = std::move(o.fd_);
+    rx_ = std::exchange(o.rx_, nullptr);
+    if (rx_ != nullptr) rx_->stream = this;
+  }
+  return *this;
+}
+
+stream::~stream() { detach_receiver(); }
+
+void stream::detach_receiver() noexcept {
+  if (rx_ != nullptr) detail::multishot_recv_fd_gone(std::exchange(rx_, nullptr));
+}
+
 io_awaitable stream::close() noexcept {
+  detach_receiver();
   return {op_args{.code = op_code::close, .fd = fd_.release()}, {}};
 }
 
@@ -206,22 +227,29 @@ io_value<recv_buffer> recv_awaitable::await_resume() noexcept {
   return {{}, std::move(b)};
 }
 
-receiver::receiver(stream& s)
-    : fd_(s.native_handle()),
-      state_(detail::ring::features().buf_ring ? new detail::recv_state(fd_) : nullptr) {}
+receiver::receiver(stream& s) : fd_(s.native_handle()) {
+  if (s.rx_ != nullptr) throw std::logic_error("cowq: this stream has a receiver already");
+  state_ = new detail::recv_state(fd_);
+  state_->stream = &s;
+  s.rx_ = state_;
+}
+
+void receiver::close() noexcept {
+  if (state_ == nullptr) return;
+  if (state_->stream != nullptr) state_->stream->rx_ = nullptr;
+  detail::multishot_recv_close(std::exchange(state_, nullptr));
+}
 
 receiver& receiver::operator=(receiver&& o) noexcept {
   if (this != &o) {
-    if (state_ != nullptr) detail::multishot_recv_close(state_);
+    close();
     fd_ = std::exchange(o.fd_, -1);
     state_ = std::exchange(o.state_, nullptr);
   }
   return *this;
 }
 
-receiver::~receiver() {
-  if (state_ != nullptr) detail::multishot_recv_close(state_);
-}
+receiver::~receiver() { close(); }
 
 tcp_listener::tcp_listener(tcp_listener&& o) noexcept
     : fd_(std::move(o.fd_)), multishot_(std::exchange(o.multishot_, nullptr)) {}
