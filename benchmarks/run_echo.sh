@@ -18,9 +18,9 @@
 #   ECHO_WARMUP       warm-up seconds per run [1]
 #   ECHO_REPS         repetitions per configuration [5]
 #   ECHO_CONFIGS      "CONNS:SIZE:DEPTH ..." [the 8 of {64,256}x{64,4096}x{1,16}, then 1:64:1]
-#   ECHO_SERVERS      order within a repetition ["raw cowq asio"]; cowq-own
-#                     adds echo_server --recv own (a buffer per connection)
-#                     to the spread table
+#   ECHO_SERVERS      order within a repetition ["raw cowq asio"]; cowq-shared
+#                     adds echo_server --recv shared (a net::receiver) to the
+#                     spread table
 #   ECHO_NICE         nice value for servers and driver [-10; 0 to leave alone]
 #   ECHO_QUIET_BUSY   wait before a repetition while other processes keep
 #                     more than this many CPUs busy [0.3]
@@ -95,7 +95,7 @@ start_server() {  # name -> server_pid, server_port
   case $name in
     raw) cmd=("$build/benchmarks/echo_raw_uring" --port 0 --cpu 0 --address 127.0.0.1) ;;
     cowq) cmd=("$build/examples/echo_server" --port 0 --cpus 0 --address 127.0.0.1) ;;
-    cowq-own) cmd=("$build/examples/echo_server" --port 0 --cpus 0 --address 127.0.0.1 --recv own) ;;
+    cowq-shared) cmd=("$build/examples/echo_server" --port 0 --cpus 0 --address 127.0.0.1 --recv shared) ;;
     asio) cmd=("$build/benchmarks/echo_asio" --port 0 --cpu 0 --address 127.0.0.1) ;;
     *) echo "unknown server $name" >&2; exit 2 ;;
   esac

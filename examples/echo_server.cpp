@@ -2,10 +2,12 @@
 //
 //   echo_server [--port N] [--cpus LIST] [--address A] [--recv shared|own]
 //
-// --recv shared (the default) receives through a cowq::net::receiver: one
-// multishot request per connection, bytes in the pool's shared buffers, so
-// an idle connection holds no buffer. --recv own gives each connection a
-// 16 KiB buffer of its own and a recv request per read.
+// --recv own (the default) gives each connection a 16 KiB buffer of its
+// own and a recv request per read. --recv shared receives through a
+// cowq::net::receiver instead: one multishot request per connection, bytes
+// in the pool's shared buffers, so an idle connection holds no buffer (a
+// ninth of the memory per idle connection), at more CPU per message once
+// more bytes are in flight than those buffers hold (docs/benchmarks.md).
 //
 // Prints "listening on ADDRESS:PORT" once ready (port 0 picks a free one),
 // and runs until SIGINT or SIGTERM, then shuts down cleanly.
@@ -26,7 +28,7 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::stop_source g_stop_source;
 
-bool g_shared_buffers = true;
+bool g_shared_buffers = false;
 
 cowq::task<void> serve_connection(cowq::net::stream s) {
   s.set_nodelay(true);

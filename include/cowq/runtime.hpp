@@ -37,9 +37,10 @@ struct watchdog_options {
 // by the first receive on that pool, shared by all its receivers.
 struct recv_buffer_options {
   // How many; a power of two, at most 32768.
-  unsigned count = 1024;
-  // Bytes each; one receive completion fills at most one.
-  unsigned size = 4096;
+  unsigned count = 512;
+  // Bytes each; one receive completion fills at most one, so this is also
+  // the most one recv can gather (a per-connection buffer's usual size).
+  unsigned size = 16384;
 };
 
 struct runtime_options {

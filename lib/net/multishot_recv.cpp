@@ -386,8 +386,12 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
         p.starved_recv_.push_back(s);
         s->bufs->starved_.store(true, std::memory_order_seq_cst);
         // A buffer given back since the receive was armed may not have seen
-        // the flag: try again now rather than wait for the next one.
-        if (s->bufs->returned_.load(std::memory_order_seq_cst) != s->returned_at_arm)
+        // the flag: try again now rather than wait for the next one. Not
+        // with a recv waiting: that one goes on in a buffer of its own
+        // (maybe_arm_locked()), where a retry would mostly race the other
+        // starved receivers for the same buffer.
+        if (s->waiter == nullptr &&
+            s->bufs->returned_.load(std::memory_order_seq_cst) != s->returned_at_arm)
           unstarve_locked(p, s);
       }
     } else if (res == -ECANCELED && ours) {
@@ -413,8 +417,11 @@ void give_back_buffer(buffer_ring* b, std::uint16_t bid) noexcept {
     std::lock_guard g(p.lock_);
     rearm_starved_locked(p);
   }
-  // The caller may be any thread: submit now rather than at an item's end.
-  p.ring_->submit();
+  // An item of the pool's own leaves the request to the end of its loop
+  // turn, batched with the rest (maybe_arm_locked() woke the watchdog in
+  // case it blocks first); any other thread submits now.
+  const worker* w = current_worker();
+  if (w == nullptr || w->pool_ != &p || current_pwq() == nullptr) p.ring_->submit();
 }
 
 void multishot_recv_fd_gone(recv_state* s) noexcept {
