@@ -11,10 +11,10 @@
 // kernel may fill more in the burst before the cancel lands); TCP's window
 // then holds the peer back, and the next recv that finds the backlog half
 // gone arms it again. When the pool runs out of buffers, a receive ends
-// with ENOBUFS and its receiver goes on the pool's starved list; each
-// buffer given back re-arms one of them. A starved receiver with a recv
-// waiting receives into a malloc'd buffer of its own meanwhile, so that no
-// connection waits on another's reader.
+// with ENOBUFS and its receiver goes on the pool's starved list; once an
+// eighth of the buffers are free again, all of them are re-armed together.
+// A starved receiver with a recv waiting receives into a malloc'd buffer
+// of its own meanwhile, so that no connection waits on another's reader.
 #include "multishot_recv.hpp"
 
 #include "../log/log.hpp"
@@ -153,7 +153,6 @@ void maybe_arm_locked(recv_state* s) {
     }
     io_uring_sqe_set_data64(sqe, receive_ud(s));
     s->armed = true;
-    s->returned_at_arm = s->bufs->returned_.load(std::memory_order_seq_cst);
     p->inflight_.fetch_add(1, std::memory_order_relaxed);
     tsan_release(s);
   }
@@ -162,18 +161,19 @@ void maybe_arm_locked(recv_state* s) {
   p->watchdog_->work_waits();
 }
 
-// L(p): a buffer came back while receivers starve: re-arm the first that
-// still wants to receive.
+// L(p): enough buffers came back while receivers starve: every one of
+// them that still wants to receive is armed again.
 void rearm_starved_locked(pool& p) {
-  while (!p.starved_recv_.empty()) {
-    recv_state* s = p.starved_recv_.front();
-    p.starved_recv_.erase(p.starved_recv_.begin());
+  std::vector<recv_state*> starved;
+  starved.swap(p.starved_recv_);
+  if (p.bufs_ != nullptr) p.bufs_->starved_.store(false, std::memory_order_seq_cst);
+  for (recv_state* s : starved) {
     s->starved = false;
     maybe_arm_locked(s);
-    if (s->armed) break;
   }
-  if (p.starved_recv_.empty() && p.bufs_ != nullptr)
-    p.bufs_->starved_.store(false, std::memory_order_relaxed);
+  // Kept for the next shortage: no allocation while it lasts.
+  starved.clear();
+  if (p.starved_recv_.empty()) p.starved_recv_.swap(starved);
 }
 
 // L(p): gives a buffer back from under the pool lock.
@@ -245,9 +245,8 @@ bool buffer_ring::put(std::uint16_t bid) noexcept {
     io_uring_buf_ring_add(br_, data(bid), size_, bid, mask_, 0);
     io_uring_buf_ring_advance(br_, 1);
   }
-  in_use_.fetch_sub(1, std::memory_order_relaxed);
-  returned_.fetch_add(1, std::memory_order_seq_cst);
-  return starved_.load(std::memory_order_seq_cst);
+  in_use_.fetch_sub(1, std::memory_order_seq_cst);
+  return starved_.load(std::memory_order_seq_cst) && enough_free();
 }
 
 buffer_ring* pool::recv_buffers() {
@@ -352,7 +351,7 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
       s->stop_asked = false;
     }
     const bool has_buffer = (flags & IORING_CQE_F_BUFFER) != 0;
-    if (has_buffer) s->bufs->in_use_.fetch_add(1, std::memory_order_relaxed);
+    if (has_buffer) s->bufs->in_use_.fetch_add(1, std::memory_order_seq_cst);
     // A receive into our own buffer is single-shot: this is its completion.
     std::byte* own = std::exchange(s->own_buf, nullptr);
     const recv_chunk c{static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),
@@ -385,14 +384,11 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
         s->starved = true;
         p.starved_recv_.push_back(s);
         s->bufs->starved_.store(true, std::memory_order_seq_cst);
-        // A buffer given back since the receive was armed may not have seen
-        // the flag: try again now rather than wait for the next one. Not
-        // with a recv waiting: that one goes on in a buffer of its own
-        // (maybe_arm_locked()), where a retry would mostly race the other
-        // starved receivers for the same buffer.
-        if (s->waiter == nullptr &&
-            s->bufs->returned_.load(std::memory_order_seq_cst) != s->returned_at_arm)
-          unstarve_locked(p, s);
+        // Buffers given back meanwhile may not have seen the flag: with
+        // enough free, try again now rather than wait for the next one.
+        // Not with a recv waiting: that one goes on in a buffer of its own
+        // (maybe_arm_locked()) until the starved are re-armed together.
+        if (s->waiter == nullptr && s->bufs->enough_free()) unstarve_locked(p, s);
       }
     } else if (res == -ECANCELED && ours) {
       // Our own cancel: the backlog is full, or the receiver closed.

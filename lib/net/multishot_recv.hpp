@@ -32,9 +32,16 @@ struct buffer_ring {
     return mem_ + static_cast<std::size_t>(bid) * size_;
   }
   // Hands buffer bid back to the kernel, from any thread. Returns whether
-  // a receiver of the pool may be starved for buffers (then the caller
-  // re-arms one: rearm_starved()).
+  // receivers of the pool starve for buffers and enough are free again to
+  // re-arm them (rearm_starved_locked()).
   bool put(std::uint16_t bid) noexcept;
+  // Whether an eighth of the buffers (at least one) is free. Re-arming the
+  // starved only then, not at every buffer given back, keeps them from
+  // racing each other for single buffers while the pool is short.
+  bool enough_free() const noexcept {
+    const auto used = in_use_.load(std::memory_order_seq_cst);
+    return static_cast<std::int64_t>(count_) - used >= std::max<std::int64_t>(1, count_ / 8);
+  }
 
   pool* owner_ = nullptr;            // I
   io_uring_buf_ring* br_ = nullptr;  // I (its entries and tail: lock_)
@@ -46,16 +53,15 @@ struct buffer_ring {
   // tail's release store (io_uring_buf_ring_advance) pairs with the
   // kernel's acquire load when it selects a buffer.
   spinlock lock_;
-  // Buffers given back so far, and whether a receiver waits for one: the
-  // two sides of a store-then-load pair (seq_cst on both). put() bumps
-  // returned_ then reads starved_; a receiver that gets ENOBUFS sets
-  // starved_ then reads returned_. At least one of them sees the other,
-  // so a buffer given back while a receiver starves always re-arms it.
-  std::atomic<std::uint64_t> returned_{0};
-  std::atomic<bool> starved_{false};
-  // Buffers holding bytes not yet given back: counted up by the reaper for
-  // each completion with a buffer, down by put(). Relaxed: a statistic.
+  // Buffers holding bytes not yet given back (counted up by the reaper for
+  // each completion with a buffer, down by put(); those the kernel filled
+  // and nobody reaped yet count as free), and whether receivers starve:
+  // the two sides of a store-then-load pair (seq_cst on both). put()
+  // lowers in_use_ then reads starved_; a receiver that gets ENOBUFS sets
+  // starved_ then reads in_use_. At least one sees the other, so the give-
+  // back that makes enough_free() true re-arms the starved.
   std::atomic<std::int64_t> in_use_{0};
+  std::atomic<bool> starved_{false};
 };
 
 // Received bytes: in the pool's buffer bid, or (own non-null) in a buffer
@@ -92,9 +98,6 @@ struct recv_state : shared_request {
   // touches it (the stream's and the receiver's, one coroutine at a time).
   net::stream* stream = nullptr;
   int error = 0;                // L(home): an errno for the next recv
-  // L(home): returned_ of the buffers when the receive was armed; an
-  // ENOBUFS after a buffer came back since then is worth another try.
-  std::uint64_t returned_at_arm = 0;
   // L(home): received and not yet taken, in order: a circular buffer over
   // the vector, which grows only when a backlog is deeper than ever before
   // (bounded: a receive is cancelled once backlog_limit() chunks wait).
