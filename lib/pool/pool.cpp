@@ -402,6 +402,9 @@ void pool::worker_main(worker* w) {
       lk.unlock();
       ring_->submit();
       lk.lock();
+      // Whatever was queued while the lock was dropped found this worker
+      // still counted as running and woke nobody: it is ours to run.
+      if (keep_working() && !w->exit_) continue;
     }
     w->counted_ = false;
     --nr_running_;
