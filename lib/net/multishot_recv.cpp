@@ -406,6 +406,13 @@ void multishot_recv_complete(pool& p, recv_state* s, int res, unsigned flags, bo
   maybe_arm_locked(s);
 }
 
+// Whether the calling thread runs an item of p: then what it queues on p
+// is run when the item returns, and what it prepares is submitted then.
+bool runs_item_of(const pool& p) noexcept {
+  const worker* w = current_worker();
+  return w != nullptr && w->pool_ == &p && current_pwq() != nullptr;
+}
+
 void give_back_buffer(buffer_ring* b, std::uint16_t bid) noexcept {
   if (!b->put(bid)) return;
   pool& p = *b->owner_;
@@ -416,8 +423,12 @@ void give_back_buffer(buffer_ring* b, std::uint16_t bid) noexcept {
   // An item of the pool's own leaves the request to the end of its loop
   // turn, batched with the rest (maybe_arm_locked() woke the watchdog in
   // case it blocks first); any other thread submits now.
-  const worker* w = current_worker();
-  if (w == nullptr || w->pool_ != &p || current_pwq() == nullptr) p.ring_->submit();
+  if (!runs_item_of(p)) {
+    p.ring_->submit();
+    // A waiter woken above (shutdown, no memory) was queued with nobody
+    // told.
+    p.wake_for_queued();
+  }
 }
 
 void multishot_recv_fd_gone(recv_state* s) noexcept {
@@ -439,6 +450,9 @@ void multishot_recv_fd_gone(recv_state* s) noexcept {
     maybe_arm_locked(s);  // a recv waiting with nothing armed hears EBADF
   }
   if (submit) p->ring_->submit();
+  // The stream may be closed from anywhere: a waiter queued above must
+  // get a worker. (An item of the pool's own runs it after itself.)
+  if (!runs_item_of(*p)) p->wake_for_queued();
 }
 
 void multishot_recv_close(recv_state* s) noexcept {

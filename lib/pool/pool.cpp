@@ -728,6 +728,20 @@ void pool::complete_from_outside(io_op* op, int res) {
   }
 }
 
+void pool::wake_for_queued() {
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(lock_);
+    if (need_more_worker() && (wake = wake_one_idle()) != nullptr)
+      signalling_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (wake != nullptr) {
+    signal_worker(wake);
+    // Pairs with the acquire load in stop_and_join(), as in insert().
+    signalling_.fetch_sub(1, std::memory_order_release);
+  }
+}
+
 void pool::rejoin_after_item(worker* w, std::unique_lock<spinlock>& lk) {
   // A cpu-intensive item, the watchdog, or a blocking scope left open by
   // an item that suspended inside it: the worker counts again now.

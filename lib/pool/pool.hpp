@@ -331,6 +331,10 @@ struct pool {
   // Queues op's coroutine with result res from a thread that is not this
   // pool's running worker (a canceller, the resolver), waking the pool.
   void complete_from_outside(io_op* op, int res);
+  // From a thread that is not running an item of this pool, after queueing
+  // under L by other means (a receiver's waiter): wakes an idle worker if
+  // the work needs one. Takes L.
+  void wake_for_queued();
   void process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk);
   // L dropped, on w's thread, right after an item that may yield ran:
   // resumes the continuations its yields left in w->deferred_ while nothing
