@@ -790,5 +790,9 @@ int main(int argc, char** argv) {
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  // COWQ_BENCH_STATS=1: the runtime's counters after the run (workers
+  // created, peaks, blocked workers detected), to explain a figure.
+  if (const char* v = std::getenv("COWQ_BENCH_STATS"); v != nullptr && *v == '1')
+    std::fprintf(stderr, "%s\n", cowq::to_json(rt().stats()).c_str());
   return 0;
 }

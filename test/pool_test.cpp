@@ -458,3 +458,41 @@ TEST(pool, no_spinning_on_one_cpu_or_with_idle_spin_zero) {
   cowq::sync_wait(rt, hop_between(rt.system_wq(), cpus[0], rt.system_wq(), cpus[1], 500));
   EXPECT_EQ(spin_handoffs(bound_pool(rt, 0)) + spin_handoffs(bound_pool(rt, 1)), 0u);
 }
+
+// The worklist's pop leaves the new head's prev_ stale (so it never writes
+// to a cold node under the pool lock); a cancel's remove() must still
+// unlink any node, the head included, and keep the list walkable.
+TEST(node_list, remove_after_pops_keeps_order) {
+  using cowq::detail::node_list;
+  using cowq::detail::work_node;
+  for (int victim = 0; victim < 5; ++victim) {
+    work_node nodes[8];
+    node_list l;
+    for (auto& n : nodes) l.push_back(&n);
+    ASSERT_EQ(l.pop_front(), &nodes[0]);
+    ASSERT_EQ(l.pop_front(), &nodes[1]);
+    // Left: 2..7. Remove the head (2), the next head, the middle, the tail.
+    const int pick[5] = {2, 3, 5, 7, 6};
+    l.remove(&nodes[pick[victim]]);
+    std::vector<work_node*> rest;
+    while (work_node* n = l.pop_front()) rest.push_back(n);
+    std::vector<work_node*> want;
+    for (int i = 2; i < 8; ++i)
+      if (i != pick[victim]) want.push_back(&nodes[i]);
+    EXPECT_EQ(rest, want) << "removing node " << pick[victim];
+    EXPECT_TRUE(l.empty());
+  }
+  // Removing every node, head first, then pushing again.
+  work_node a, b, c;
+  node_list l;
+  l.push_back(&a);
+  l.push_back(&b);
+  l.push_back(&c);
+  ASSERT_EQ(l.pop_front(), &a);
+  l.remove(&b);  // the head, with a stale prev_
+  l.remove(&c);  // head and tail
+  EXPECT_TRUE(l.empty());
+  l.push_back(&a);
+  EXPECT_EQ(l.front(), &a);
+  EXPECT_TRUE(l.single());
+}
