@@ -358,6 +358,21 @@ cowq::task<long> c_sky_spawn_root(cowq::workqueue& wq) {
   co_return j.sum.load(std::memory_order_relaxed);
 }
 
+// (1b) The same, with the root's ten children dealt out over the CPUs
+// (spawn_on, the queue_work_on of coroutines); below them every spawn
+// stays on its CPU. A spawn from a worker never leaves its CPU, so (1)
+// runs on one CPU while Asio's io_context has two threads.
+cowq::task<long> c_sky_spawn_spread_root(cowq::workqueue& wq, const std::vector<int>& cpus) {
+  cjoin j;
+  j.arm(kSkynetFanout);
+  const long sub = kSkynetLeaves / kSkynetFanout;
+  for (long i = 0; i < kSkynetFanout; ++i)
+    wq.spawn_on(cpus[static_cast<std::size_t>(i) % cpus.size()],
+                c_sky_spawn(wq, i * sub, sub, &j));
+  co_await j.wait();
+  co_return j.sum.load(std::memory_order_relaxed);
+}
+
 // (2) co_await when_all(vector<task<long>>): children start inline on the
 // awaiting worker.
 cowq::task<long> c_sky_when_all(long num, long size) {
@@ -405,6 +420,11 @@ void run_skynet(benchmark::State& st, F&& once) {
 void BM_skynet_spawn_cowq(benchmark::State& st) {
   auto& wq = rt().system_wq();
   run_skynet(st, [&] { return cowq::sync_wait(wq, c_sky_spawn_root(wq)); });
+}
+void BM_skynet_spawn_spread_cowq(benchmark::State& st) {
+  auto& wq = rt().system_wq();
+  const std::vector<int> cpus(rt().cpus().begin(), rt().cpus().end());
+  run_skynet(st, [&] { return cowq::sync_wait(wq, c_sky_spawn_spread_root(wq, cpus)); });
 }
 void BM_skynet_spawn_unbound_cowq(benchmark::State& st) {
   auto& wq = rt().system_unbound_wq();
@@ -776,6 +796,7 @@ int main(int argc, char** argv) {
   reg("channel_ping_pong/cowq", BM_channel_cowq);
   reg("channel_ping_pong/asio", BM_channel_asio);
   reg("skynet_1M/cowq_spawn", BM_skynet_spawn_cowq, true);
+  reg("skynet_1M/cowq_spawn_spread", BM_skynet_spawn_spread_cowq, true);
   reg("skynet_1M/cowq_spawn_unbound", BM_skynet_spawn_unbound_cowq, true);
   reg("skynet_1M/cowq_when_all", BM_skynet_when_all_cowq, true);
   reg("skynet_1M/cowq_serial_await", BM_skynet_serial_cowq, true);

@@ -487,6 +487,36 @@ TEST(schedule_on, hops_between_workqueues_and_pools) {
   EXPECT_EQ(after, -1);
 }
 
+// spawn() from a worker stays on its CPU; spawn_on() is the way to another.
+TEST(spawn_on, starts_the_coroutine_on_the_pool_of_that_cpu) {
+  cowq::runtime rt;
+  auto& wq = rt.system_wq();
+  auto cpus = rt.cpus();
+  std::vector<std::atomic<int>> ran_on(cpus.size());
+  for (auto& r : ran_on) r.store(-2);
+  auto child = [](std::atomic<int>* out) -> cowq::task<void> {
+    out->store(cowq::detail::current_worker()->pool_->cpu_);
+    co_return;
+  };
+  // From a worker of the first CPU, onto every CPU.
+  auto parent = [&]() -> cowq::task<void> {
+    co_await cowq::schedule_on(wq, cpus[0]);
+    for (std::size_t i = 0; i < cpus.size(); ++i) wq.spawn_on(cpus[i], child(&ran_on[i]));
+  };
+  cowq::sync_wait(rt, parent());
+  ASSERT_TRUE(cowq::test::wait_until([&] {
+    for (auto& r : ran_on)
+      if (r.load() == -2) return false;
+    return true;
+  }));
+  for (std::size_t i = 0; i < cpus.size(); ++i) EXPECT_EQ(ran_on[i].load(), cpus[i]);
+
+  // A CPU the runtime does not use is refused, and the task is not leaked.
+  EXPECT_THROW(wq.spawn_on(CPU_SETSIZE + 1, child(&ran_on[0])), std::invalid_argument);
+  wq.flush();
+  EXPECT_EQ(rt.stats().live_coroutines, 0);
+}
+
 TEST(detached, escaped_exception_is_counted_not_fatal) {
   cowq::runtime rt;
   auto& wq = rt.alloc_workqueue("throws");

@@ -72,13 +72,23 @@ class workqueue {
   // counted in this workqueue's stats. Allocates nothing.
   template <typename T>
   void spawn(task<T> t) {
+    spawn_on(-1, std::move(t));
+  }
+
+  // spawn() on the pool of a given CPU (queue_work_on): how work queued
+  // from one worker is spread over several CPUs, since spawn() from a
+  // worker stays on its CPU. cpu is a CPU number the runtime uses (-1: as
+  // spawn()); for an unbound workqueue it picks that CPU's NUMA node.
+  // Throws std::invalid_argument for a CPU the runtime does not use.
+  template <typename T>
+  void spawn_on(int cpu, task<T> t) {
     auto h = t.release();
     if (!h) return;
     auto& p = h.promise();
     p.detached_wq_ = this;
     p.start_node_.handle_ = h;
     try {
-      detail::queue_node(*this, &p.start_node_, -1);
+      detail::queue_node(*this, &p.start_node_, cpu);
     } catch (...) {
       h.destroy();
       throw;
