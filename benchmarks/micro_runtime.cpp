@@ -43,6 +43,8 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <pthread.h>
+#include <sched.h>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -639,6 +641,67 @@ void BM_pingpong_asio(benchmark::State& st) {
   per_item(st, "ns/roundtrip", kRoundTrips);
 }
 
+// Across CPUs: Asio's counterpart of ping_pong/cowq_cross_cpu. With one
+// io_context run by two threads, a post is usually taken by the thread
+// that made it, so the plain Asio figure mostly stays on one thread. Here
+// each player has an io_context of its own, run by one thread pinned to
+// its own CPU (the CPUs of cowq's two pools), so every hand-off crosses
+// threads as cowq's does.
+struct asio_pinned_pair {
+  asio::io_context io[2]{asio::io_context{1}, asio::io_context{1}};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard[2];
+  std::thread threads[2];
+  asio_pinned_pair(int cpu0, int cpu1) {
+    const int cpus[2] = {cpu0, cpu1};
+    for (int i = 0; i < 2; ++i) {
+      guard[i].emplace(io[i].get_executor());
+      threads[i] = std::thread([this, i, cpu = cpus[i]] {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+        io[i].run();
+      });
+    }
+  }
+  ~asio_pinned_pair() {
+    for (auto& g : guard) g.reset();
+    for (auto& t : threads) t.join();
+  }
+};
+
+awaitable<void> a_ping_across(asio::io_context& other, long n) {
+  a_player a, b;
+  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+      [&](handler_t h) {
+        a.h.emplace(std::move(h));
+        asio::co_spawn(other, a_pong<requeue::post>(&a, &b, n), asio::detached);
+      },
+      use_awaitable);
+  for (long i = 1; i < n; ++i) co_await a_pass<requeue::post>(&a, &b);
+}
+
+void BM_pingpong_xcpu_asio(benchmark::State& st) {
+  auto cpus = rt().cpus();
+  if (cpus.size() < 2) {
+    st.SkipWithError("needs 2 CPUs");
+    return;
+  }
+  asio_pinned_pair env(cpus[0], cpus[1]);
+  const long n = kRoundTrips / 10;
+  for (auto _ : st) {
+    done_flag done;
+    std::exception_ptr err;
+    asio::co_spawn(env.io[0], a_ping_across(env.io[1], n), [&](std::exception_ptr e) {
+      err = e;
+      done.set();
+    });
+    done.wait();
+    if (err) std::rethrow_exception(err);
+  }
+  per_item(st, "ns/roundtrip", static_cast<double>(n));
+}
+
 // --- chained spawn -----------------------------------------------------------
 //
 // asio::co_spawn called on an io_context thread starts the new coroutine
@@ -790,6 +853,7 @@ int main(int argc, char** argv) {
   reg("ping_pong/cowq_cross_cpu", BM_pingpong_xcpu_cowq);
   reg("ping_pong/asio", BM_pingpong_asio<requeue::post>);
   reg("ping_pong/asio_defer", BM_pingpong_asio<requeue::defer>);
+  reg("ping_pong/asio_cross_cpu", BM_pingpong_xcpu_asio);
   reg("chained_spawn/cowq", BM_chain_cowq);
   reg("chained_spawn/asio", BM_chain_asio<requeue::post>);
   reg("chained_spawn/asio_defer", BM_chain_asio<requeue::defer>);
