@@ -8,6 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <mutex>
+#include <poll.h>
+#include <unistd.h>
 #include <thread>
 #include <vector>
 
@@ -213,6 +217,184 @@ TEST(workqueue, default_workqueues_exist) {
   EXPECT_TRUE(cowq::has(rt.system_highpri_wq().flags(), cowq::wq::highpri));
   EXPECT_TRUE(cowq::has(rt.system_unbound_wq().flags(), cowq::wq::unbound));
   EXPECT_EQ(rt.system_long_wq().name(), "events_long");
+}
+
+// --- spawns an unbound pool's worker keeps until its item returns --------
+//
+// A worker of an unbound pool keeps the coroutines its item spawns onto
+// the same workqueue in an outbox, while every worker the pool wants is
+// running. These tests fill the pool with spinning items first, so the
+// spawns go there, and check so.
+
+cowq::detail::pwq& only_pwq(cowq::workqueue& wq) {
+  return *wq.impl().pwqs_.front();
+}
+
+// Spinning items are no CPU hogs here: the watchdog would take them out of
+// nr_running, and the pool would no longer be full.
+cowq::runtime_options no_hog_detection() {
+  cowq::runtime_options o;
+  o.watchdog.cpu_hog_threshold = std::chrono::minutes(10);
+  return o;
+}
+
+// Items that spin until released, enough to leave the pool room for one.
+struct filler {
+  std::atomic<bool> release{false};
+  std::atomic<int> started{0};
+  int count = 0;
+
+  cowq::task<void> spin() {
+    started.fetch_add(1);
+    // Outlasts every bounded wait of the tests, which would otherwise pass
+    // late, with its worker free again.
+    const auto end = std::chrono::steady_clock::now() + 2 * cowq::test::kDeadline;
+    while (!release.load() && std::chrono::steady_clock::now() < end) {
+    }
+    co_return;
+  }
+  bool fill(cowq::workqueue& wq) {
+    count = only_pwq(wq).pool_->concurrency_ - 1;
+    for (int i = 0; i < count; ++i) wq.spawn(spin());
+    return wait_until([&] { return started.load() == count; });
+  }
+};
+
+bool in_outbox(int n) {
+  return cowq::detail::current_worker()->outbox_len_.load() == n;
+}
+
+// A flush that begins after a spawn, while the spawning item still runs,
+// waits for the spawned coroutine even though it is linked later.
+TEST(workqueue_outbox, a_flush_begun_after_a_spawn_waits_for_it) {
+  cowq::runtime rt(no_hog_detection());
+  if (rt.cpus().size() < 2) GTEST_SKIP() << "an unbound pool on one CPU keeps no outbox";
+  auto& wq = rt.alloc_workqueue("outbox_flush", cowq::wq::unbound);
+  auto& q = only_pwq(wq);
+  filler f;
+  ASSERT_TRUE(f.fill(wq));
+  std::atomic<bool> spawned{false};
+  std::atomic<bool> kept{false};
+  std::atomic<bool> child_done{false};
+  std::atomic<bool> parent_saw_flush{false};
+  std::atomic<bool> flush_returned{false};
+  auto child = [&]() -> cowq::task<void> {
+    // A flush that wrongly left this out returns meanwhile: give it the
+    // time to (bounded, since a right one waits for this).
+    const auto end = std::chrono::steady_clock::now() + 300ms;
+    while (!flush_returned.load() && std::chrono::steady_clock::now() < end) {
+    }
+    child_done.store(true);
+    co_return;
+  };
+  auto parent = [&]() -> cowq::task<void> {
+    wq.spawn(child());
+    kept.store(in_outbox(1));
+    spawned.store(true);
+    // Busy, not asleep, so the item is still running when the flush flips
+    // the colour.
+    const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
+    while (std::chrono::steady_clock::now() < end) {
+      std::lock_guard g(q.pool_->lock_);
+      if (q.flush_color_ >= 0) {
+        parent_saw_flush.store(true);
+        break;
+      }
+    }
+    f.release.store(true);
+    co_return;
+  };
+  wq.spawn(parent());
+  ASSERT_TRUE(wait_until([&] { return spawned.load(); }));
+  wq.flush();
+  const bool done_at_return = child_done.load();
+  flush_returned.store(true);
+  EXPECT_TRUE(kept.load()) << "the spawn did not go to the outbox";
+  EXPECT_TRUE(parent_saw_flush.load());
+  EXPECT_TRUE(done_at_return) << "flush returned before a coroutine spawned before it";
+  wq.flush();
+}
+
+// A coroutine that spawns and then blocks without saying so: the watchdog
+// finds it blocked, and what it spawned runs on another worker meanwhile.
+TEST(workqueue_outbox, a_spawner_that_blocks_does_not_hold_its_spawns) {
+  cowq::runtime rt(no_hog_detection());
+  if (rt.cpus().size() < 2) GTEST_SKIP() << "an unbound pool on one CPU keeps no outbox";
+  auto& wq = rt.alloc_workqueue("outbox_block", cowq::wq::unbound);
+  filler f;
+  ASSERT_TRUE(f.fill(wq));
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::atomic<bool> kept{false};
+  std::atomic<bool> read_done{false};
+  std::atomic<bool> read_ok{false};
+  auto child = [&]() -> cowq::task<void> {
+    const char c = 'x';
+    EXPECT_EQ(::write(fds[1], &c, 1), 1);
+    co_return;
+  };
+  auto parent = [&]() -> cowq::task<void> {
+    wq.spawn(child());
+    kept.store(in_outbox(1));
+    // Blocks until the child ran (bounded, so a failure does not hang).
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(cowq::test::kDeadline).count())) ==
+        1) {
+      char c;
+      read_ok.store(::read(fds[0], &c, 1) == 1);
+    }
+    read_done.store(true);
+    co_return;
+  };
+  wq.spawn(parent());
+  EXPECT_TRUE(wait_until([&] { return read_done.load(); }, cowq::test::kDeadline + 5s));
+  f.release.store(true);
+  wq.flush();
+  EXPECT_TRUE(kept.load()) << "the spawn did not go to the outbox";
+  EXPECT_TRUE(read_ok.load()) << "the spawned coroutine waited for its blocked spawner";
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+// An item that spawns many keeps running while they start elsewhere: the
+// outbox is handed over in batches, and a worker that runs out of work
+// takes what is left in it.
+TEST(workqueue_outbox, spawns_start_while_their_spawner_still_runs) {
+  cowq::runtime rt(no_hog_detection());
+  if (rt.cpus().size() < 2) GTEST_SKIP() << "an unbound pool on one CPU keeps no outbox";
+  auto& wq = rt.alloc_workqueue("outbox_batches", cowq::wq::unbound);
+  filler f;
+  ASSERT_TRUE(f.fill(wq));
+  // Not a multiple of the batch: some are left in the outbox.
+  constexpr int kChildren = 70;
+  std::atomic<int> started{0};
+  std::atomic<bool> kept{false};
+  std::atomic<bool> all_seen{false};
+  auto child = [&]() -> cowq::task<void> {
+    started.fetch_add(1);
+    co_return;
+  };
+  auto parent = [&]() -> cowq::task<void> {
+    wq.spawn(child());
+    kept.store(in_outbox(1));
+    for (int i = 1; i < kChildren; ++i) wq.spawn(child());
+    // The filler's worker, once free, runs out of work with some of them
+    // still in this worker's outbox.
+    f.release.store(true);
+    const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
+    while (std::chrono::steady_clock::now() < end)
+      if (started.load() == kChildren) {
+        all_seen.store(true);
+        break;
+      }
+    co_return;
+  };
+  wq.spawn(parent());
+  wq.flush();
+  EXPECT_TRUE(kept.load()) << "the spawns did not go to the outbox";
+  EXPECT_TRUE(all_seen.load()) << started.load() << " of " << kChildren
+                               << " started while the spawner ran";
+  EXPECT_EQ(started.load(), kChildren);
 }
 
 }  // namespace

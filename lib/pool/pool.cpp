@@ -97,6 +97,10 @@ constexpr int kSubmitBatch = 16;
 // (run_yields()).
 constexpr int kYieldRunLimit = 64;
 
+// Spawns a worker of an unbound pool keeps in its outbox before linking
+// them mid-item (worker::outbox_).
+constexpr int kOutboxBatch = 16;
+
 // initial-exec: read with one %fs-relative load instead of a call to
 // __tls_get_addr on every item; libcowq is linked at start-up, not dlopen'ed
 // late, so its TLS fits the static block.
@@ -362,6 +366,8 @@ void pool::worker_main(worker* w) {
             continue;
           }
         }
+      } else if (worklist_.empty() && steal_outboxes_locked(w)) {
+        continue;
       } else {
         break;
       }
@@ -525,9 +531,9 @@ void finish_flush_of(wq_impl* wq) noexcept {
     futex_wake(&wq->pwqs_to_flush_);
 }
 
-void pool::enqueue_locked(pwq* q, work_node* n) noexcept {
+void pool::enqueue_locked(pwq* q, work_node* n, int color) noexcept {
   bump_work_gen();
-  const int c = q->work_color_;
+  const int c = color >= 0 ? color : q->work_color_;
   n->flags_ = (n->flags_ & ~node_color) | (c != 0 ? node_color : 0u);
   n->pwq_ = q;
   ++q->nr_in_flight_[c];
@@ -549,6 +555,61 @@ void pool::enqueue_locked(pwq* q, work_node* n) noexcept {
 
 void pool::link_deferred(worker* w) noexcept {
   while (work_node* n = w->deferred_.pop_front()) enqueue_locked(n->pwq_, n);
+}
+
+bool pool::outbox_push(worker* w, pwq* q, work_node* n) {
+  {
+    std::lock_guard o(w->outbox_lock_);
+    if (!w->outbox_open_) return false;
+    // The colour is the one enqueue_locked() would give it now: a flush
+    // begun before this spawn must wait for it. Its spawner, an item of q
+    // still running, keeps that colour in flight until the outbox is linked.
+    if (q->outbox_color_.load(std::memory_order_relaxed) != 0)
+      n->flags_ |= node_color;
+    else
+      n->flags_ &= ~node_color;
+    n->pwq_ = q;
+    w->outbox_.push_back(n);
+    const int len = w->outbox_len_.load(std::memory_order_relaxed) + 1;
+    w->outbox_len_.store(len, std::memory_order_relaxed);
+    if (len > 1 && len < kOutboxBatch) return true;
+  }
+  if (w->outbox_len_.load(std::memory_order_relaxed) == 1) {
+    // Work now waits behind this item: a sleeping watchdog must look, in
+    // case the item blocks. The fence in work_waits_unlocked() pairs with
+    // the sleeper's: it sees outbox_len_ (watchdog_tick), or we see it
+    // asleep and wake it.
+    watchdog_->work_waits_unlocked();
+    return true;
+  }
+  // An item spawning many: the other workers get them in batches.
+  worker* wake = nullptr;
+  {
+    std::lock_guard g(lock_);
+    drain_outbox_locked(w, false);
+    wake = need_more_worker() ? wake_one_idle() : nullptr;
+  }
+  if (wake != nullptr) signal_worker(wake);
+  return true;
+}
+
+bool pool::drain_outbox_locked(worker* w, bool close) noexcept {
+  std::lock_guard o(w->outbox_lock_);
+  if (close) w->outbox_open_ = false;
+  if (w->outbox_.empty()) return false;
+  while (work_node* n = w->outbox_.pop_front())
+    enqueue_locked(n->pwq_, n, (n->flags_ & node_color) != 0 ? 1 : 0);
+  w->outbox_len_.store(0, std::memory_order_relaxed);
+  return true;
+}
+
+bool pool::steal_outboxes_locked(worker* self) noexcept {
+  if (concurrency_ <= 1) return false;
+  bool linked = false;
+  for (worker* o : workers_)
+    if (o != self && o->current_ != nullptr && o->outbox_len_.load(std::memory_order_relaxed) != 0)
+      linked |= drain_outbox_locked(o, false);
+  return linked;
 }
 
 bool pool::insert(pwq* q, work_node* n) {
@@ -619,6 +680,13 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
                                    : resume_fn_of(static_cast<resume_node*>(n)->handle_);
   const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
   if (cpu_intensive) leave_running_locked(w, lk);
+  // Only while every worker the pool wants runs: with one idle, a spawn
+  // goes straight to the worklist and wakes it. A worker that runs out of
+  // work later takes the outboxes (steal_outboxes_locked()). Not for an
+  // ordered workqueue, whose items keep their queueing order with those
+  // queued by other threads after them.
+  w->outbox_open_ = concurrency_ > 1 && nr_running_ >= concurrency_ && !w->rescuer_ &&
+                    !cpu_intensive && !has(q->wq_->flags_, wq_flags::ordered);
   // Should the coroutine yield, and nothing else want this pool, it may go
   // on at once: nothing queued, nothing of q held back by max_active, no
   // flush of q under way, and no timer armed unless a poller sleeps in the
@@ -640,6 +708,16 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
 
   lk.lock();
   link_deferred(w);
+  if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0) {
+    // Another worker, if the pool runs fewer than it wants, takes some.
+    if (drain_outbox_locked(w, true) && need_more_worker()) {
+      if (worker* x = wake_one_idle()) {
+        lk.unlock();
+        signal_worker(x);
+        lk.lock();
+      }
+    }
+  }
   // The item is over for the watchdog before the lock may be dropped to
   // log a hog: it must not judge the logging as the same item running on.
   w->current_ = nullptr;
@@ -669,6 +747,8 @@ int pool::run_yields(worker* w, std::uint32_t gen) noexcept {
   int ran = 0;
   while (ran < kYieldRunLimit && w->deferred_.single()) {
     if (work_gen_.load(std::memory_order_relaxed) != gen) break;
+    // Spawns the continuations made go round the worklist first.
+    if (w->outbox_len_.load(std::memory_order_relaxed) != 0) break;
     // A blocking scope left open across the yield: the worker is out of
     // nr_running until rejoin_after_item() counts it again.
     if (w->blocking_depth_ != 0) break;
@@ -699,6 +779,9 @@ void pool::worker_sleeping(worker* w) {
 void pool::leave_running_locked(worker* w, std::unique_lock<spinlock>& lk) {
   w->counted_ = false;
   --nr_running_;
+  // What it spawned must not wait for it: the worker kick() wakes takes it.
+  if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0)
+    drain_outbox_locked(w, true);
   // A worker found blocked or hogging, running yields back to back, must
   // go round the worklist to count again.
   bump_work_gen();

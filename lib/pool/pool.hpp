@@ -73,6 +73,23 @@ struct worker {
   // (yield). They are linked under the lock the worker takes anyway when
   // the item returns, saving a lock round trip per yield.
   node_list deferred_;
+  // Unbound pools only (a bound pool's lock stays on its CPU), while every
+  // worker the pool wants is running: coroutines the running item spawned
+  // onto its own pwq wait here, and are linked under L, which moves
+  // between CPUs, once for all when the item returns. Sooner when they
+  // reach kOutboxBatch, when another worker runs out of work (it takes
+  // them), and when this one leaves nr_running (a block, a hog:
+  // pool::leave_running_locked() and the watchdog empty it), so a spawn
+  // never waits behind a blocked spawner.
+  spinlock outbox_lock_;
+  node_list outbox_;  // O (outbox_lock_)
+  // O to write; read relaxed by the worker, which alone adds to it, to skip
+  // taking O when it is empty, and by the watchdog under L.
+  std::atomic<int> outbox_len_{0};
+  // Whether the running item's spawns may go to the outbox. Written under
+  // L (and under O too by another thread than the worker, closing it); the
+  // worker reads it under O.
+  bool outbox_open_ = false;
 
   // True while the worker sleeps in the ring as the pool's poller. Set and
   // cleared under L; read by signal_worker() after the waker dropped L
@@ -133,6 +150,12 @@ struct pwq {
   int nr_inactive_ = 0;    // L
   int nr_in_flight_[2] = {0, 0};  // L: queued and not finished, per flush colour
   int work_color_ = 0;            // L: colour new items get
+  // work_color_ again, for a spawn put in a worker's outbox without L:
+  // stored (relaxed) under L with it. A spawn that happens before a flush
+  // begins reads the colour that flush waits for, one that happens after
+  // reads the new one (coherence). On a line of its own, which changes
+  // only when a flush begins, so it stays shared in every CPU's cache.
+  alignas(64) std::atomic<int> outbox_color_{0};
   int flush_color_ = -1;          // L: colour being flushed, -1 none
   std::uint64_t queued_ = 0;      // L
   std::uint64_t completed_ = 0;   // L
@@ -268,10 +291,22 @@ struct pool {
   void complete_op(io_op* op, int res, unsigned flags) noexcept;
   // Queues n for q (q->pool_ == this). Returns false if the pool is stopped.
   bool insert(pwq* q, work_node* n);
-  // L held: links n for q, on the worklist or q's inactive list.
-  void enqueue_locked(pwq* q, work_node* n) noexcept;
+  // L held: links n for q, on the worklist or q's inactive list, with the
+  // flush colour new items get now, or (color >= 0) the one it was given
+  // in an outbox.
+  void enqueue_locked(pwq* q, work_node* n, int color = -1) noexcept;
   // L held: links what the worker deferred while running its item.
   void link_deferred(worker* w) noexcept;
+  // On w, running an item of q (q->pool_ == this, an unbound pool): puts n
+  // in w's outbox if it is open. Returns false if not: insert() it then.
+  bool outbox_push(worker* w, pwq* q, work_node* n);
+  // L held: links what w's outbox holds, closing it for the rest of the
+  // item if close. Returns whether anything was linked.
+  bool drain_outbox_locked(worker* w, bool close) noexcept;
+  // L held, self out of work: links the outboxes of the workers running
+  // items, so that what they spawned does not wait for their items to
+  // return. Returns whether anything was linked.
+  bool steal_outboxes_locked(worker* self) noexcept;
   // Internal hooks where a worker leaves and rejoins nr_running (the
   // kernel's wq_worker_sleeping / wq_worker_running). Called by the worker
   // itself for annotated blocking and cpu-intensive items.

@@ -162,7 +162,14 @@ bool pool::watchdog_tick(clock::time_point now, task_stat_files& stat_files) {
   // Requests prepared but not submitted wait as much as queued items do:
   // behind a blocked worker they would never reach the kernel.
   // So do completions nobody reaped.
-  const bool waiting = !worklist_.empty() || ring_->has_unsubmitted() || ring_->cq_ready();
+  // And so do spawns in the outbox of a worker stuck in the item that made
+  // them (relaxed: see outbox_push()).
+  bool outbox_waiting = false;
+  if (concurrency_ > 1)
+    for (const worker* w : workers_)
+      outbox_waiting |= w->current_ != nullptr && w->outbox_len_.load(std::memory_order_relaxed) != 0;
+  const bool waiting =
+      !worklist_.empty() || ring_->has_unsubmitted() || ring_->cq_ready() || outbox_waiting;
 
   // The mayday timer's part: work waits, nothing runs it, nobody is idle.
   if (need_more_worker() && nr_idle_ + nr_starting_ == 0 && !manager_active_) {
@@ -232,6 +239,8 @@ bool pool::watchdog_tick(clock::time_point now, task_stat_files& stat_files) {
     if (w->current_ == nullptr || w->seq_.load(std::memory_order_relaxed) != s.seq) continue;
     if (state[i] == 'S' || state[i] == 'D') {
       if (!w->counted_) continue;
+      // What it spawned before blocking counts as work waiting.
+      if (w->outbox_len_.load(std::memory_order_relaxed) != 0) drain_outbox_locked(w, true);
       // Completions a blocked worker would have reaped between items: the
       // watchdog reaps them, under the pool lock like any reaper.
       if (worklist_.empty() && ring_->cq_ready()) poll_locked(lk);

@@ -71,6 +71,11 @@ void check_accepting(wq_impl& w) {
 void queue_checked(wq_impl& w, work_node* n, int cpu) {
   check_accepting(w);
   pwq* q = w.select(cpu);
+  // A coroutine spawned by an item of the same pwq of an unbound pool: the
+  // worker links it when the item returns, under the lock it takes anyway.
+  if (q->pool_->concurrency_ > 1 && q == current_pwq() && (n->flags_ & node_callable) == 0 &&
+      q->pool_->outbox_push(current_worker(), q, n))
+    return;
   if (!q->pool_->insert(q, n))
     throw std::logic_error("cowq: the runtime has stopped");
 }
@@ -88,6 +93,7 @@ void wq_impl::flush() {
     std::lock_guard g(q->pool_->lock_);
     const int c = q->work_color_;
     q->work_color_ = c ^ 1;
+    q->outbox_color_.store(c ^ 1, std::memory_order_relaxed);
     if (q->nr_in_flight_[c] > 0) {
       q->flush_color_ = c;
       // A worker running yields back to back must go round the worklist,
