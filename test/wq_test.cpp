@@ -251,8 +251,10 @@ struct filler {
     const auto end = std::chrono::steady_clock::now() + 2 * cowq::test::kDeadline;
     while (!release.load() && std::chrono::steady_clock::now() < end) {
     }
+    finished.fetch_add(1);
     co_return;
   }
+  std::atomic<int> finished{0};
   bool fill(cowq::workqueue& wq) {
     count = only_pwq(wq).pool_->concurrency_ - 1;
     for (int i = 0; i < count; ++i) wq.spawn(spin());
@@ -395,6 +397,52 @@ TEST(workqueue_outbox, spawns_start_while_their_spawner_still_runs) {
   EXPECT_TRUE(all_seen.load()) << started.load() << " of " << kChildren
                                << " started while the spawner ran";
   EXPECT_EQ(started.load(), kChildren);
+}
+
+// Once the pool stops being full (here the filler's worker goes idle), a
+// spawn goes straight to the worklist: with the watchdog off, nothing else
+// would ever take it from an outbox while its spawner keeps running.
+TEST(workqueue_outbox, spawns_after_the_pool_stops_being_full_are_not_kept) {
+  cowq::runtime_options o = no_hog_detection();
+  o.watchdog.detect_blocking = false;
+  cowq::runtime rt(o);
+  if (rt.cpus().size() < 2) GTEST_SKIP() << "an unbound pool on one CPU keeps no outbox";
+  auto& wq = rt.alloc_workqueue("outbox_not_full", cowq::wq::unbound);
+  filler f;
+  ASSERT_TRUE(f.fill(wq));
+  std::atomic<bool> kept_first{false};
+  std::atomic<bool> closed{false};
+  std::atomic<int> started{0};
+  std::atomic<bool> second_seen{false};
+  auto child = [&]() -> cowq::task<void> {
+    started.fetch_add(1);
+    co_return;
+  };
+  auto parent = [&]() -> cowq::task<void> {
+    auto* self = cowq::detail::current_worker();
+    wq.spawn(child());
+    kept_first.store(in_outbox(1));
+    // The filler ends; its worker, out of work, takes the first spawn and
+    // closes this worker's outbox before going idle.
+    f.release.store(true);
+    closed.store(wait_until([&] {
+      std::lock_guard g(self->outbox_lock_);
+      return !self->outbox_open_;
+    }));
+    wq.spawn(child());
+    const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
+    while (std::chrono::steady_clock::now() < end)
+      if (started.load() == 2) {
+        second_seen.store(true);
+        break;
+      }
+    co_return;
+  };
+  wq.spawn(parent());
+  wq.flush();
+  EXPECT_TRUE(kept_first.load()) << "the first spawn did not go to the outbox";
+  EXPECT_TRUE(closed.load()) << "the outbox stayed open with a worker idle";
+  EXPECT_TRUE(second_seen.load()) << "a spawn waited in the outbox while a worker was idle";
 }
 
 }  // namespace

@@ -65,6 +65,7 @@
 #include "watchdog.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <climits>
@@ -366,7 +367,11 @@ void pool::worker_main(worker* w) {
             continue;
           }
         }
-      } else if (worklist_.empty() && steal_outboxes_locked(w)) {
+      } else if (worklist_.empty() && close_outboxes_locked()) {
+        // This worker is about to stop running, so the pool is no longer
+        // full: what the others spawned is for it, and for any other idle
+        // worker the pool still wants.
+        wake_for_spare_concurrency(lk);
         continue;
       } else {
         break;
@@ -564,7 +569,7 @@ bool pool::outbox_push(worker* w, pwq* q, work_node* n) {
     // The colour is the one enqueue_locked() would give it now: a flush
     // begun before this spawn must wait for it. Its spawner, an item of q
     // still running, keeps that colour in flight until the outbox is linked.
-    if (q->outbox_color_.load(std::memory_order_relaxed) != 0)
+    if (q->outbox_color_.v.load(std::memory_order_relaxed) != 0)
       n->flags_ |= node_color;
     else
       n->flags_ &= ~node_color;
@@ -582,14 +587,10 @@ bool pool::outbox_push(worker* w, pwq* q, work_node* n) {
     watchdog_->work_waits_unlocked();
     return true;
   }
-  // An item spawning many: the other workers get them in batches.
-  worker* wake = nullptr;
-  {
-    std::lock_guard g(lock_);
-    drain_outbox_locked(w, false);
-    wake = need_more_worker() ? wake_one_idle() : nullptr;
-  }
-  if (wake != nullptr) signal_worker(wake);
+  // An item spawning many: the other workers get them in batches, as they
+  // finish their items. (The pool is full: nobody idle is owed a wake-up.)
+  std::lock_guard g(lock_);
+  drain_outbox_locked(w, false);
   return true;
 }
 
@@ -603,12 +604,28 @@ bool pool::drain_outbox_locked(worker* w, bool close) noexcept {
   return true;
 }
 
-bool pool::steal_outboxes_locked(worker* self) noexcept {
+void pool::wake_for_spare_concurrency(std::unique_lock<spinlock>& lk) {
+  // Each wake-up counts its worker running at once, so need_more_worker()
+  // turns false after as many as the pool has room for.
+  std::array<worker*, 8> wake{};
+  std::size_t n = 0;
+  while (n < wake.size() && need_more_worker())
+    if ((wake[n] = wake_one_idle()) != nullptr)
+      ++n;
+    else
+      break;
+  if (n == 0) return;
+  lk.unlock();
+  for (std::size_t i = 0; i < n; ++i) signal_worker(wake[i]);
+  lk.lock();
+}
+
+bool pool::close_outboxes_locked() noexcept {
   if (concurrency_ <= 1) return false;
   bool linked = false;
   for (worker* o : workers_)
-    if (o != self && o->current_ != nullptr && o->outbox_len_.load(std::memory_order_relaxed) != 0)
-      linked |= drain_outbox_locked(o, false);
+    if (o->outbox_open_ || o->outbox_len_.load(std::memory_order_relaxed) != 0)
+      linked |= drain_outbox_locked(o, true);
   return linked;
 }
 
@@ -707,17 +724,13 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   tls_pwq = nullptr;
 
   lk.lock();
+  // Spawns before the continuations of yields, in the order they were made.
+  // An open outbox means the pool has been full since the item started
+  // (whoever stops running empties and closes every outbox), so nobody
+  // idle is owed a wake-up for them.
+  if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0)
+    drain_outbox_locked(w, true);
   link_deferred(w);
-  if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0) {
-    // Another worker, if the pool runs fewer than it wants, takes some.
-    if (drain_outbox_locked(w, true) && need_more_worker()) {
-      if (worker* x = wake_one_idle()) {
-        lk.unlock();
-        signal_worker(x);
-        lk.lock();
-      }
-    }
-  }
   // The item is over for the watchdog before the lock may be dropped to
   // log a hog: it must not judge the logging as the same item running on.
   w->current_ = nullptr;
@@ -770,8 +783,13 @@ void pool::worker_sleeping(worker* w) {
   // Requests this worker prepared must not wait behind its block.
   if (w == tls_worker) ring_->submit();
   std::unique_lock lk(lock_);
-  // What this worker deferred must not wait behind its block.
-  if (w == tls_worker) link_deferred(w);
+  // What this worker spawned and deferred must not wait behind its block,
+  // its spawns first.
+  if (w == tls_worker) {
+    if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0)
+      drain_outbox_locked(w, true);
+    link_deferred(w);
+  }
   ++blocking_regions_;
   if (w->counted_) leave_running_locked(w, lk);
 }
@@ -779,9 +797,9 @@ void pool::worker_sleeping(worker* w) {
 void pool::leave_running_locked(worker* w, std::unique_lock<spinlock>& lk) {
   w->counted_ = false;
   --nr_running_;
-  // What it spawned must not wait for it: the worker kick() wakes takes it.
-  if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0)
-    drain_outbox_locked(w, true);
+  // The pool is no longer full: what it and the others spawned must not
+  // wait for them. The worker kick() wakes takes it.
+  close_outboxes_locked();
   // A worker found blocked or hogging, running yields back to back, must
   // go round the worklist to count again.
   bump_work_gen();

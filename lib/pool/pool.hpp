@@ -76,11 +76,11 @@ struct worker {
   // Unbound pools only (a bound pool's lock stays on its CPU), while every
   // worker the pool wants is running: coroutines the running item spawned
   // onto its own pwq wait here, and are linked under L, which moves
-  // between CPUs, once for all when the item returns. Sooner when they
-  // reach kOutboxBatch, when another worker runs out of work (it takes
-  // them), and when this one leaves nr_running (a block, a hog:
-  // pool::leave_running_locked() and the watchdog empty it), so a spawn
-  // never waits behind a blocked spawner.
+  // between CPUs, once for all when the item returns, or at kOutboxBatch.
+  // The moment any worker of the pool stops running (goes idle, blocks,
+  // is found hogging), the pool is no longer full and every outbox is
+  // linked and closed (pool::close_outboxes_locked()): a spawn never waits
+  // longer than it would have on the worklist.
   spinlock outbox_lock_;
   node_list outbox_;  // O (outbox_lock_)
   // O to write; read relaxed by the worker, which alone adds to it, to skip
@@ -155,7 +155,10 @@ struct pwq {
   // begins reads the colour that flush waits for, one that happens after
   // reads the new one (coherence). On a line of its own, which changes
   // only when a flush begins, so it stays shared in every CPU's cache.
-  alignas(64) std::atomic<int> outbox_color_{0};
+  struct alignas(64) padded_color {
+    std::atomic<int> v{0};
+  };
+  padded_color outbox_color_;
   int flush_color_ = -1;          // L: colour being flushed, -1 none
   std::uint64_t queued_ = 0;      // L
   std::uint64_t completed_ = 0;   // L
@@ -303,10 +306,14 @@ struct pool {
   // L held: links what w's outbox holds, closing it for the rest of the
   // item if close. Returns whether anything was linked.
   bool drain_outbox_locked(worker* w, bool close) noexcept;
-  // L held, self out of work: links the outboxes of the workers running
-  // items, so that what they spawned does not wait for their items to
-  // return. Returns whether anything was linked.
-  bool steal_outboxes_locked(worker* self) noexcept;
+  // L held, the pool no longer full (a worker about to stop running): links
+  // and closes every outbox, so that nothing spawned waits for its
+  // spawner's item to return, and later spawns go to the worklist. Returns
+  // whether anything was linked.
+  bool close_outboxes_locked() noexcept;
+  // L held (dropped while signalling): wakes idle workers while the pool
+  // runs fewer than it wants and work waits.
+  void wake_for_spare_concurrency(std::unique_lock<spinlock>& lk);
   // Internal hooks where a worker leaves and rejoins nr_running (the
   // kernel's wq_worker_sleeping / wq_worker_running). Called by the worker
   // itself for annotated blocking and cpu-intensive items.

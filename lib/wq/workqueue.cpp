@@ -93,7 +93,7 @@ void wq_impl::flush() {
     std::lock_guard g(q->pool_->lock_);
     const int c = q->work_color_;
     q->work_color_ = c ^ 1;
-    q->outbox_color_.store(c ^ 1, std::memory_order_relaxed);
+    q->outbox_color_.v.store(c ^ 1, std::memory_order_relaxed);
     if (q->nr_in_flight_[c] > 0) {
       q->flush_color_ = c;
       // A worker running yields back to back must go round the worklist,
