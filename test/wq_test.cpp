@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <poll.h>
 #include <unistd.h>
@@ -262,6 +263,15 @@ struct filler {
   }
 };
 
+// Waits for pred busily, without sleeping: an item that slept would look
+// blocked to the watchdog. Bounded by the tests' deadline.
+bool spin_until(const std::function<bool()>& pred) {
+  const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
+  while (std::chrono::steady_clock::now() < end)
+    if (pred()) return true;
+  return pred();
+}
+
 bool in_outbox(int n) {
   return cowq::detail::current_worker()->outbox_len_.load() == n;
 }
@@ -295,14 +305,10 @@ TEST(workqueue_outbox, a_flush_begun_after_a_spawn_waits_for_it) {
     spawned.store(true);
     // Busy, not asleep, so the item is still running when the flush flips
     // the colour.
-    const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
-    while (std::chrono::steady_clock::now() < end) {
+    parent_saw_flush.store(spin_until([&] {
       std::lock_guard g(q.pool_->lock_);
-      if (q.flush_color_ >= 0) {
-        parent_saw_flush.store(true);
-        break;
-      }
-    }
+      return q.flush_color_ >= 0;
+    }));
     f.release.store(true);
     co_return;
   };
@@ -383,12 +389,7 @@ TEST(workqueue_outbox, spawns_start_while_their_spawner_still_runs) {
     // The filler's worker, once free, runs out of work with some of them
     // still in this worker's outbox.
     f.release.store(true);
-    const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
-    while (std::chrono::steady_clock::now() < end)
-      if (started.load() == kChildren) {
-        all_seen.store(true);
-        break;
-      }
+    all_seen.store(spin_until([&] { return started.load() == kChildren; }));
     co_return;
   };
   wq.spawn(parent());
@@ -430,12 +431,7 @@ TEST(workqueue_outbox, spawns_after_the_pool_stops_being_full_are_not_kept) {
       return !self->outbox_open_;
     }));
     wq.spawn(child());
-    const auto end = std::chrono::steady_clock::now() + cowq::test::kDeadline;
-    while (std::chrono::steady_clock::now() < end)
-      if (started.load() == 2) {
-        second_seen.store(true);
-        break;
-      }
+    second_seen.store(spin_until([&] { return started.load() == 2; }));
     co_return;
   };
   wq.spawn(parent());

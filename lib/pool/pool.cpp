@@ -620,12 +620,16 @@ void pool::wake_for_spare_concurrency(std::unique_lock<spinlock>& lk) {
   lk.lock();
 }
 
+bool pool::close_outbox_locked(worker* w) noexcept {
+  // Skips O for the workers that never opened one.
+  if (!w->outbox_open_ && w->outbox_len_.load(std::memory_order_relaxed) == 0) return false;
+  return drain_outbox_locked(w, true);
+}
+
 bool pool::close_outboxes_locked() noexcept {
   if (concurrency_ <= 1) return false;
   bool linked = false;
-  for (worker* o : workers_)
-    if (o->outbox_open_ || o->outbox_len_.load(std::memory_order_relaxed) != 0)
-      linked |= drain_outbox_locked(o, true);
+  for (worker* o : workers_) linked |= close_outbox_locked(o);
   return linked;
 }
 
@@ -698,8 +702,8 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   const bool cpu_intensive = has(q->wq_->flags_, wq_flags::cpu_intensive);
   if (cpu_intensive) leave_running_locked(w, lk);
   // Only while every worker the pool wants runs: with one idle, a spawn
-  // goes straight to the worklist and wakes it. A worker that runs out of
-  // work later takes the outboxes (steal_outboxes_locked()). Not for an
+  // goes straight to the worklist and wakes it. A worker that stops running
+  // later links and closes them all (close_outboxes_locked()). Not for an
   // ordered workqueue, whose items keep their queueing order with those
   // queued by other threads after them.
   w->outbox_open_ = concurrency_ > 1 && nr_running_ >= concurrency_ && !w->rescuer_ &&
@@ -728,8 +732,7 @@ void pool::process_one(worker* w, work_node* n, std::unique_lock<spinlock>& lk) 
   // An open outbox means the pool has been full since the item started
   // (whoever stops running empties and closes every outbox), so nobody
   // idle is owed a wake-up for them.
-  if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0)
-    drain_outbox_locked(w, true);
+  close_outbox_locked(w);
   link_deferred(w);
   // The item is over for the watchdog before the lock may be dropped to
   // log a hog: it must not judge the logging as the same item running on.
@@ -786,8 +789,7 @@ void pool::worker_sleeping(worker* w) {
   // What this worker spawned and deferred must not wait behind its block,
   // its spawns first.
   if (w == tls_worker) {
-    if (w->outbox_open_ || w->outbox_len_.load(std::memory_order_relaxed) != 0)
-      drain_outbox_locked(w, true);
+    close_outbox_locked(w);
     link_deferred(w);
   }
   ++blocking_regions_;

@@ -83,12 +83,12 @@ struct worker {
   // longer than it would have on the worklist.
   spinlock outbox_lock_;
   node_list outbox_;  // O (outbox_lock_)
-  // O to write; read relaxed by the worker, which alone adds to it, to skip
-  // taking O when it is empty, and by the watchdog under L.
+  // O to write; read relaxed, to skip taking O when it is empty, by the
+  // worker, which alone adds to it, and by other threads under L.
   std::atomic<int> outbox_len_{0};
   // Whether the running item's spawns may go to the outbox. Written under
-  // L (and under O too by another thread than the worker, closing it); the
-  // worker reads it under O.
+  // L (and under O too when closing it, which other threads do); read by
+  // the worker under O (outbox_push) and by anyone under L.
   bool outbox_open_ = false;
 
   // True while the worker sleeps in the ring as the pool's poller. Set and
@@ -306,6 +306,9 @@ struct pool {
   // L held: links what w's outbox holds, closing it for the rest of the
   // item if close. Returns whether anything was linked.
   bool drain_outbox_locked(worker* w, bool close) noexcept;
+  // L held: the same with close, taking O only if w's outbox is open or
+  // holds anything.
+  bool close_outbox_locked(worker* w) noexcept;
   // L held, the pool no longer full (a worker about to stop running): links
   // and closes every outbox, so that nothing spawned waits for its
   // spawner's item to return, and later spawns go to the worklist. Returns
